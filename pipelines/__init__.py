@@ -1,0 +1,1 @@
+"""Reconstruction methods: each is a preset config plus a Pipeline implementation (static, sparse_view, dynamic)."""

@@ -1,0 +1,1 @@
+"""The viser web viewer: renders a splat4d scene live in the browser."""
