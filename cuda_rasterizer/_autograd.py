@@ -4,7 +4,6 @@ Used by the `cpu` and `cuda` backends; the `reference` backend is plain differen
 """
 
 import torch
-from torch import Tensor
 
 from . import _backend
 from .types import RasterSettings
@@ -15,7 +14,17 @@ class ProjectFn(torch.autograd.Function):
     def forward(ctx, means, covars, opacities, T_cam_world, Ks, settings: RasterSettings):
         s = settings
         means2d, conics, depths, radii, opac = _backend.ops().project_fwd(
-            means, covars, opacities, T_cam_world, Ks, s.width, s.height, s.eps2d, s.near, s.far, s.antialiased
+            means,
+            covars,
+            opacities,
+            T_cam_world,
+            Ks,
+            s.width,
+            s.height,
+            s.eps2d,
+            s.near,
+            s.far,
+            s.antialiased,
         )
         ctx.save_for_backward(means, covars, opacities, T_cam_world, Ks, radii)
         ctx.settings = s
@@ -50,7 +59,15 @@ class EvalSHFn(torch.autograd.Function):
 class RasterizeFn(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, means2d, conics, colors, opacities, background, tile_offsets, flatten_ids, settings: RasterSettings
+        ctx,
+        means2d,
+        conics,
+        colors,
+        opacities,
+        background,
+        tile_offsets,
+        flatten_ids,
+        settings: RasterSettings,
     ):
         s = settings
         render_colors, render_alphas, last_ids, median_ids = _backend.ops().rasterize_fwd(
@@ -66,9 +83,17 @@ class RasterizeFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, v_render_colors, v_render_alphas, _v_median_ids):
-        (means2d, conics, colors, opacities, background, tile_offsets, flatten_ids, render_alphas, last_ids) = (
-            ctx.saved_tensors
-        )
+        (
+            means2d,
+            conics,
+            colors,
+            opacities,
+            background,
+            tile_offsets,
+            flatten_ids,
+            render_alphas,
+            last_ids,
+        ) = ctx.saved_tensors
         s: RasterSettings = ctx.settings
         v_means2d, v_means2d_abs, v_conics, v_colors, v_opacities, v_background = _backend.ops().rasterize_bwd(
             means2d, conics, colors, opacities, background, tile_offsets, flatten_ids,

@@ -21,7 +21,7 @@ CPU_SOURCES = ("ext.cpp", "project_cpu.cpp", "sh_cpu.cpp", "intersect_cpu.cpp", 
 CUDA_SOURCES = ("project_cuda.cu", "sh_cuda.cu", "intersect_cuda.cu", "rasterize_cuda.cu")
 
 
-class ExtensionUnavailable(RuntimeError):
+class ExtensionUnavailableError(RuntimeError):
     """The compiled kernels could not be built or loaded."""
 
 
@@ -35,7 +35,7 @@ def _load(with_cuda: bool) -> None:
     from torch.utils import cpp_extension
 
     if shutil.which(os.environ.get("CXX", "c++")) is None:
-        raise ExtensionUnavailable(
+        raise ExtensionUnavailableError(
             "no C++ compiler found (install g++ or set $CXX) to build the cpu backend of cuda_rasterizer"
         )
     sources = [str(CSRC / s) for s in CPU_SOURCES]
@@ -57,7 +57,7 @@ def _load(with_cuda: bool) -> None:
             verbose=os.environ.get("SPLAT4D_VERBOSE_BUILD") == "1",
         )
     except (RuntimeError, OSError, ImportError) as exc:  # compiler errors surface as RuntimeError
-        raise ExtensionUnavailable(f"building the cuda_rasterizer extension failed: {exc}") from exc
+        raise ExtensionUnavailableError(f"building the cuda_rasterizer extension failed: {exc}") from exc
 
 
 def ops() -> "torch._ops._OpNamespace":
@@ -69,7 +69,9 @@ def ops() -> "torch._ops._OpNamespace":
 @functools.cache
 def _warn_fallback(reason: str) -> None:
     warnings.warn(
-        f"cuda_rasterizer: falling back to the slow reference backend ({reason})", RuntimeWarning, stacklevel=3
+        f"cuda_rasterizer: falling back to the slow reference backend ({reason})",
+        RuntimeWarning,
+        stacklevel=3,
     )
 
 
@@ -87,7 +89,7 @@ def resolve(backend: Backend | None, device: torch.device) -> Backend:
     if backend in ("cpu", "cuda"):
         try:
             ops()
-        except ExtensionUnavailable as exc:
+        except ExtensionUnavailableError as exc:
             if backend == "cuda":
                 raise
             _warn_fallback(str(exc).splitlines()[0])

@@ -84,7 +84,17 @@ def project(
     s = settings
     if _backend.resolve(backend, device) == "reference":
         out = reference.project(
-            means, covars, opacities, T_cam_world, Ks, s.width, s.height, s.eps2d, s.near, s.far, s.antialiased
+            means,
+            covars,
+            opacities,
+            T_cam_world,
+            Ks,
+            s.width,
+            s.height,
+            s.eps2d,
+            s.near,
+            s.far,
+            s.antialiased,
         )
         return Projected(*out)
     args = (x.contiguous() for x in (means, covars, opacities, T_cam_world, Ks))
@@ -107,7 +117,9 @@ def eval_sh(
     _check("dirs", dirs, (C, N, 3))
     _check("coeffs", coeffs, (N, None, None))
     if coeffs.shape[1] < (degree + 1) ** 2:
-        raise ValueError(f"coeffs has {coeffs.shape[1]} SH coefficients, degree {degree} needs {(degree + 1) ** 2}")
+        raise ValueError(
+            f"coeffs has {coeffs.shape[1]} SH coefficients, degree {degree} needs {(degree + 1) ** 2}"
+        )
     device = _same_device(dirs=dirs, coeffs=coeffs)
     if _backend.resolve(backend, device) == "reference":
         return reference.eval_sh(degree, dirs, coeffs)
@@ -130,7 +142,9 @@ def intersect_tiles(
     s = settings
     with torch.no_grad():
         if _backend.resolve(backend, device) == "reference":
-            return TileIntersections(*reference.intersect_tiles(means2d, radii, depths, s.width, s.height, s.tile_size))
+            return TileIntersections(
+                *reference.intersect_tiles(means2d, radii, depths, s.width, s.height, s.tile_size)
+            )
         out = _backend.ops().intersect_tiles(
             means2d.detach().contiguous(), radii.int().contiguous(), depths.detach().contiguous(),
             s.width, s.height, s.tile_size,
@@ -172,7 +186,9 @@ def rasterize(
     _check("radii", radii, (C, N, 2))
     if background is not None:
         _check("background", background, (C, D), f)
-    device = _same_device(means2d=means2d, conics=conics, colors=colors, opacities=opacities, background=background)
+    device = _same_device(
+        means2d=means2d, conics=conics, colors=colors, opacities=opacities, background=background
+    )
     s = settings
     chosen = _backend.resolve(backend, device)
     if chosen == "reference":

@@ -28,12 +28,11 @@ MEDIAN_TRANSMITTANCE = 0.5
 FOV_GUARD = 0.3
 # Tile edge in pixels (3DGS, sec. 6: 16x16 tiles).
 TILE_SIZE = 16
-# Pixel x Gaussian pairs per rasterization chunk: about 16 live [pixels, Gaussians] intermediates of 8 bytes
-# each (float64) stay under 64 MB.
-CHUNK_ELEMENTS = 1 << 19
+# Elements of live intermediates per rasterization chunk: 2^23 float64 values are 64 MB.
+CHUNK_ELEMENTS = 1 << 23
 
-# Real spherical-harmonics basis of 3DGS (Sloan 2013, "Stupid Spherical Harmonics (SH) Tricks", appendix A2):
-# the normalisation constant of each basis function, band by band.
+# Normalisation constants of the real spherical-harmonics basis, band by band (Sloan 2008, "Stupid Spherical
+# Harmonics (SH) Tricks"), with the signs and coefficient order of 3DGS's SH colours.
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = (
@@ -176,13 +175,13 @@ def project(
     with torch.no_grad():
         # Opacity-aware extent: alpha >= 1/255 only where the Mahalanobis d² <= 2 ln(opacity' / (1/255)),
         # whose bounding box has half extents d sqrt(Σ'xx), d sqrt(Σ'yy).
-        valid &= opacities_out >= ALPHA_MIN
+        valid = valid & (opacities_out >= ALPHA_MIN)
         d2 = 2.0 * torch.log(opacities_out.clamp(min=ALPHA_MIN) / ALPHA_MIN)
         radii = torch.ceil(d2.sqrt()[..., None] * torch.stack([a, c], dim=-1).clamp(min=0).sqrt())
-        valid &= (radii > 0).all(dim=-1)
+        valid = valid & (radii > 0).all(dim=-1)
         mx, my = means2d.unbind(-1)
         rx, ry = radii.unbind(-1)
-        valid &= (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
+        valid = valid & (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
         radii = torch.where(valid[..., None], radii, 0).to(torch.int32)
 
     keep = valid[..., None]
@@ -244,7 +243,7 @@ def eval_sh(
     num_bases = (degree + 1) ** 2
     if coeffs.shape[1] < num_bases:
         raise ValueError(f"degree {degree} needs {num_bases} coefficients, got {coeffs.shape[1]}")
-    return torch.einsum("cnk,nkd->cnd", _sh_basis(degree, dirs), coeffs[:, :num_bases])
+    return (_sh_basis(degree, dirs)[..., None] * coeffs[:, :num_bases]).sum(dim=-2)  # [C, N, K, D] -> sum k
 
 
 def _tile_bits(num_tiles: int) -> int:
@@ -263,6 +262,8 @@ def intersect_tiles(
 ) -> tuple[Int64[Tensor, " M"], Int32[Tensor, " M"], Int32[Tensor, "C th tw"]]:
     """Depth-sorted (camera, tile, Gaussian) pairs, by testing every triple against every Gaussian's tile box.
 
+    The coverage test is a dense [C, tiles_h, tiles_w, N] mask, so keep test scenes small.
+
     Args:
         means2d: [C, N, 2] projected centres.
         radii: [C, N, 2] pixel half extents; a Gaussian takes part only if both are > 0.
@@ -277,8 +278,6 @@ def intersect_tiles(
             tile id.
         flatten_ids: [M] int32 `camera * N + gaussian` of each key; equal keys keep ascending Gaussian order.
         tile_offsets: [C, tiles_h, tiles_w] int32 start of each tile's run in the sorted list.
-
-    The coverage test is a dense [C, tiles_h, tiles_w, N] mask, so keep test scenes small.
     """
     C, N = depths.shape
     device = means2d.device
@@ -345,16 +344,22 @@ def _composite(
         reached = torch.cumprod(1 - alpha, dim=1) > TRANSMITTANCE_MIN
     alpha = torch.where(reached, alpha, 0.0)
 
-    T_after = torch.cumprod(1 - alpha, dim=1)  # [P, G]
-    T_before = torch.cat([torch.ones_like(T_after[:, :1]), T_after[:, :-1]], dim=1)
-    rgb = (alpha * T_before) @ colors
-    T_final = torch.prod(1 - alpha, dim=1)  # 1 for an empty list
+    # T[:, i] is the transmittance in front of entry i; T[:, -1] the final one (1 for an empty list).
+    T = torch.cumprod(torch.cat([alpha.new_ones(len(alpha), 1), 1 - alpha], dim=1), dim=1)  # [P, G + 1]
+    T_before, T_after = T[:, :-1], T[:, 1:]
+    # A broadcast sum rather than a matmul: BLAS threads stall on tiny matrices when the CPU is shared.
+    rgb = ((alpha * T_before)[:, :, None] * colors).sum(dim=1)
 
     with torch.no_grad():
-        # At most one Gaussian per pixel crosses, as T only falls.
-        crosses = (T_before > MEDIAN_TRANSMITTANCE) & (T_after <= MEDIAN_TRANSMITTANCE)
-        median = torch.where(crosses.any(dim=1), crosses.long().argmax(dim=1), -1)
-    return rgb, T_final, median
+        # T only falls, so the first entry with T' <= 0.5 has T > 0.5 >= T' (none if all T' > 0.5).
+        median = (T_after > MEDIAN_TRANSMITTANCE).sum(dim=1)
+        median = torch.where(median < len(opacities), median, -1)
+    return rgb, T[:, -1], median
+
+
+def _pixels_per_chunk(num_gaussians: int, channels: int) -> int:
+    """Pixels per chunk: _composite keeps ~16 [pixels, Gaussians] and one [pixels, Gaussians, D] alive."""
+    return max(1, CHUNK_ELEMENTS // (max(1, num_gaussians) * (16 + channels)))
 
 
 def rasterize(
@@ -372,8 +377,9 @@ def rasterize(
     """Front-to-back alpha compositing (3DGS eq. 3), every Gaussian with radii > 0 against every pixel.
 
     Gaussians are ordered per camera by float32 depth (the sort key of `intersect_tiles`), ties by index.
-    Pixel (u, v) samples (u + 0.5, v + 0.5). Pixels are processed in chunks of about CHUNK_ELEMENTS
-    pixel-Gaussian pairs; with autograd on, each chunk is checkpointed, so backward memory stays bounded too.
+    Pixel (u, v) samples (u + 0.5, v + 0.5). Pixels are processed in chunks that keep about CHUNK_ELEMENTS
+    intermediate values alive; with several chunks and autograd on, each chunk is checkpointed, so backward
+    memory stays bounded too.
 
     Args:
         means2d: [C, N, 2] projected centres.
@@ -401,8 +407,11 @@ def rasterize(
         ids = (radii[cam] > 0).all(dim=-1).nonzero()[:, 0]
         ids = ids[torch.sort(depths[cam, ids].float(), stable=True).indices]  # front to back, ties by index
         inputs = (means2d[cam, ids], conics[cam, ids], colors[cam, ids], opacities[cam, ids])
-        chunk = max(1, CHUNK_ELEMENTS // max(1, len(ids)))
-        recompute_in_backward = torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
+        chunk = _pixels_per_chunk(len(ids), D)
+        # With several chunks, keep one chunk's intermediates alive at a time: backward recomputes them.
+        recompute_in_backward = (
+            chunk < height * width and torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
+        )
         rgb, T, median = [], [], []
         for start in range(0, height * width, chunk):
             centres = pixel_centres[start : start + chunk]

@@ -1,0 +1,45 @@
+"""The `splat4d` command: help works, `python -m splat4d` is the same command, `sample` writes a scene."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from splat4d.cli import COMMANDS
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "splat4d", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = _run("--help")
+    assert out.returncode == 0, out.stderr
+    for name in COMMANDS:
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_documents_itself(name: str) -> None:
+    out = _run(name, "--help")
+    assert out.returncode == 0, out.stderr
+    assert COMMANDS[name].__doc__.split()[0] in out.stdout
+
+
+def test_sample_writes_a_nerfstudio_scene(tmp_path: Path) -> None:
+    out = _run("sample", str(tmp_path / "scene"), "--views", "4", "--cfg.width", "64", "--cfg.height", "48")
+    assert out.returncode == 0, out.stderr
+    meta = json.loads((tmp_path / "scene" / "transforms.json").read_text())
+    assert len(meta["frames"]) == 4 and meta["w"] == 64 and meta["h"] == 48
+
+
+def test_sample_refuses_to_overwrite_a_scene(tmp_path: Path) -> None:
+    args = ("sample", str(tmp_path / "scene"), "--views", "2", "--cfg.width", "32", "--cfg.height", "24")
+    assert _run(*args).returncode == 0
+    again = _run(*args)
+    assert again.returncode != 0
+    assert "scene" in again.stderr
