@@ -67,4 +67,6 @@ COMMANDS = {
 
 
 def entrypoint() -> None:
-    tyro.extras.subcommand_cli_from_dict(COMMANDS, description="splat4d: photos and videos to Gaussian splats.").main()
+    tyro.extras.subcommand_cli_from_dict(
+        COMMANDS, description="splat4d: photos and videos to Gaussian splats."
+    ).main()

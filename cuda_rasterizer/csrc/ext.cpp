@@ -8,7 +8,7 @@
 #include <ATen/Dispatch.h>
 
 #ifdef WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -39,7 +39,7 @@ void check_shape(const Tensor& x, const char* name, std::initializer_list<int64_
 
 #ifdef WITH_CUDA
 void* stream_of(const Tensor& x) {
-  return static_cast<void*>(at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return static_cast<void*>(c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
 }
 #define S4D_DEVICE_GUARD(x) const c10::cuda::OptionalCUDAGuard guard(x.is_cuda() ? x.device() : at::Device(at::kCPU))
 #else
