@@ -2,7 +2,7 @@
 // (camera, tile, Gaussian) pair, stable-sort the keys (std::stable_sort where CUDA uses a cub radix sort; both keep
 // pairs with equal keys in Gaussian order), then find where each tile's run starts.
 #include <algorithm>
-#include <numeric>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
@@ -10,10 +10,13 @@
 
 namespace splat4d_raster {
 
+// Loops over fewer items than this run on one thread: waking the OpenMP team costs more than the work.
+constexpr int64_t MIN_PARALLEL_ITEMS = 2048;
+
 template <typename T>
 void intersect_count_cpu(const T* means2d, const int32_t* radii, int64_t C, int64_t N, const RasterDims& d,
                          int32_t* tiles_per_gauss) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (C * N >= MIN_PARALLEL_ITEMS)
   for (int64_t i = 0; i < C * N; ++i) {
     int x0, x1, y0, y1;
     tile_rect(means2d + i * 2, radii + i * 2, d.tile_size, d.tiles_w, d.tiles_h, &x0, &x1, &y0, &y1);
@@ -30,9 +33,9 @@ void intersect_emit_cpu(const T* means2d, const int32_t* radii, const T* depths,
   if (M == 0) return;
 
   // 1. Emit the keys of pair i into [cum_tiles[i - 1], cum_tiles[i]), so the unsorted list is in Gaussian order.
-  std::vector<int64_t> keys(M);
-  std::vector<int32_t> ids(M);
-#pragma omp parallel for schedule(static)
+  //    Keys are held unsigned so that a set top bit (many cameras) sorts last, not first.
+  std::vector<std::pair<uint64_t, int32_t>> pairs(M);
+#pragma omp parallel for schedule(static) if (C * N >= MIN_PARALLEL_ITEMS)
   for (int64_t i = 0; i < C * N; ++i) {
     int x0, x1, y0, y1;
     tile_rect(means2d + i * 2, radii + i * 2, d.tile_size, d.tiles_w, d.tiles_h, &x0, &x1, &y0, &y1);
@@ -40,22 +43,18 @@ void intersect_emit_cpu(const T* means2d, const int32_t* radii, const T* depths,
     const int64_t c = i / N;
     for (int ty = y0; ty < y1; ++ty)
       for (int tx = x0; tx < x1; ++tx) {
-        keys[cur] = isect_key(c, static_cast<int64_t>(ty) * d.tiles_w + tx, tile_bits, depths[i]);
-        ids[cur] = static_cast<int32_t>(i);
-        ++cur;
+        const int64_t key = isect_key(c, static_cast<int64_t>(ty) * d.tiles_w + tx, tile_bits, depths[i]);
+        pairs[cur++] = {static_cast<uint64_t>(key), static_cast<int32_t>(i)};
       }
   }
 
-  // 2. Stable sort by key, comparing as unsigned so that a set top bit (many cameras) cannot flip the order.
-  std::vector<int64_t> order(M);
-  std::iota(order.begin(), order.end(), int64_t(0));
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return static_cast<uint64_t>(keys[a]) < static_cast<uint64_t>(keys[b]);
-  });
-#pragma omp parallel for schedule(static)
+  // 2. Stable sort by key alone: pairs with equal keys keep their Gaussian order.
+  std::stable_sort(pairs.begin(), pairs.end(), [](const std::pair<uint64_t, int32_t>& a,
+                                                  const std::pair<uint64_t, int32_t>& b) { return a.first < b.first; });
+#pragma omp parallel for schedule(static) if (M >= MIN_PARALLEL_ITEMS)
   for (int64_t j = 0; j < M; ++j) {
-    isect_ids[j] = keys[order[j]];
-    flatten_ids[j] = ids[order[j]];
+    isect_ids[j] = static_cast<int64_t>(pairs[j].first);
+    flatten_ids[j] = pairs[j].second;
   }
 }
 
@@ -65,7 +64,7 @@ void intersect_offsets_cpu(const int64_t* isect_ids, int64_t M, int64_t C, const
   // gets the start of the next non-empty one (or M), so every tile's run is [offset, next tile's offset).
   const int64_t n_tiles = static_cast<int64_t>(d.tiles_w) * d.tiles_h;
   const int tile_bits = tile_id_bits(n_tiles);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (C * n_tiles >= MIN_PARALLEL_ITEMS / 16)
   for (int64_t g = 0; g < C * n_tiles; ++g) {
     const uint64_t prefix = (static_cast<uint64_t>(g / n_tiles) << tile_bits) | static_cast<uint64_t>(g % n_tiles);
     const int64_t* first = std::partition_point(

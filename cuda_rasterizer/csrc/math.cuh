@@ -20,6 +20,16 @@
 
 namespace splat4d_raster {
 
+#if !defined(__CUDACC__)
+// Host compilers resolve an unqualified exp(float) to the C function ::exp(double); these bring in the float
+// overloads so the float CPU path computes in float like the CUDA one. nvcc already declares them globally.
+using std::ceil;
+using std::exp;
+using std::floor;
+using std::log;
+using std::sqrt;
+#endif
+
 template <typename T>
 S4D_HD T clampv(T x, T lo, T hi) {
   return x < lo ? lo : (x > hi ? hi : x);
@@ -168,8 +178,10 @@ S4D_HD void project_bwd(const T* mean, const T* covar, T opacity, const T* T_cam
   const T det = a * c - b * b;
   const T idet = T(1) / det;
 
-  // conic = (c, -b, a) / det. With s = v_conic . (c, -b, a):
-  // dL/da = v_conic_c / det - s c / det^2, dL/db = -v_conic_b / det + 2 s b / det^2, dL/dc = v_conic_a / det - s a / det^2.
+  // conic = (c, -b, a) / det. With s = v_conic . (c, -b, a) and d det = c da - 2 b db + a dc:
+  //   dL/da = v_conic_c / det - s c / det^2,
+  //   dL/db = -v_conic_b / det + 2 s b / det^2,
+  //   dL/dc = v_conic_a / det - s a / det^2.
   const T s_conic = v_conic[0] * c - v_conic[1] * b + v_conic[2] * a;
   // The dilation only shifts the diagonal, so these are also dL/dcov2d (packed xx, xy, yy).
   T v_cov2d[3] = {v_conic[2] * idet - s_conic * c * idet * idet, -v_conic[1] * idet + T(2) * s_conic * b * idet * idet,
@@ -214,6 +226,7 @@ S4D_HD void project_bwd(const T* mean, const T* covar, T opacity, const T* T_cam
   // J = [[fx / z, 0, -fx tx / z^2], [0, fy / z, -fy ty / z^2]], tx = z clamp(x / z, -lim_x-, lim_x+).
   // Unclamped: tx = x, so d tx / dx = 1, d tx / dz = 0. Clamped: tx = z lim, so d tx / dx = 0, d tx / dz = tx / z.
   T v_p[3] = {T(0), T(0), T(0)};
+  // d J0 / dz = -fx / z^2, d J4 / dz = -fy / z^2.
   v_p[2] += -(v_J[0][0] * fx + v_J[1][1] * fy) * iz2;
   {
     const T tx = -J[2] * z * z / fx;  // recover tx from J[2] = -fx tx / z^2
@@ -242,7 +255,8 @@ S4D_HD void project_bwd(const T* mean, const T* covar, T opacity, const T* T_cam
     }
   T V[3][3];  // R^T Mc R
   for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) V[i][j] = R[0 * 3 + i] * McR[0][j] + R[1 * 3 + i] * McR[1][j] + R[2 * 3 + i] * McR[2][j];
+    for (int j = 0; j < 3; ++j)
+      V[i][j] = R[0 * 3 + i] * McR[0][j] + R[1 * 3 + i] * McR[1][j] + R[2 * 3 + i] * McR[2][j];
   v_covar[0] = V[0][0];
   v_covar[1] = T(2) * V[0][1];
   v_covar[2] = T(2) * V[0][2];

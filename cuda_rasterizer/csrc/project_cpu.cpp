@@ -12,6 +12,9 @@
 
 namespace splat4d_raster {
 
+// Loops over fewer items than this run on one thread: waking the OpenMP team costs more than the work.
+constexpr int64_t MIN_PARALLEL_ITEMS = 2048;
+
 namespace {
 
 int num_threads() {
@@ -37,7 +40,7 @@ void project_fwd_cpu(const T* means, const T* covars, const T* opacities, const 
                      int64_t C, int64_t N, const ProjectSettings<T>& s, T* means2d, T* conics, T* depths,
                      int32_t* radii, T* opacities_out) {
   // Every (camera, Gaussian) pair is independent; culled pairs keep the caller's zeros.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (C * N >= MIN_PARALLEL_ITEMS)
   for (int64_t i = 0; i < C * N; ++i) {
     const int64_t c = i / N, n = i % N;
     project_fwd(means + n * 3, covars + n * 6, opacities[n], T_cam_world + c * 16, Ks + c * 9, s.width, s.height,
@@ -56,7 +59,7 @@ void project_bwd_cpu(const T* means, const T* covars, const T* opacities, const 
   // that is reduced in thread order afterwards (deterministic for a fixed thread count).
   const int n_threads = num_threads();
   std::vector<T> v_T_local(static_cast<size_t>(n_threads) * C * 16, T(0));
-#pragma omp parallel num_threads(n_threads)
+#pragma omp parallel num_threads(n_threads) if (C * N >= MIN_PARALLEL_ITEMS)
   {
     T* v_T_mine = v_T_local.data() + static_cast<size_t>(thread_id()) * C * 16;
 #pragma omp for schedule(static)

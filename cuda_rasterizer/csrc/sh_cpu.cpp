@@ -4,9 +4,12 @@
 
 namespace splat4d_raster {
 
+// Loops over fewer items than this run on one thread: waking the OpenMP team costs more than the work.
+constexpr int64_t MIN_PARALLEL_ITEMS = 2048;
+
 template <typename T>
 void sh_fwd_cpu(int degree, const T* dirs, const T* coeffs, int64_t C, int64_t N, int64_t K, int64_t D, T* colors) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (C * N >= MIN_PARALLEL_ITEMS)
   for (int64_t i = 0; i < C * N; ++i) {
     const int64_t n = i % N;
     sh_fwd(degree, dirs + i * 3, coeffs + n * K * D, static_cast<int>(D), colors + i * D);
@@ -18,7 +21,7 @@ void sh_bwd_cpu(int degree, const T* dirs, const T* coeffs, int64_t C, int64_t N
                 const T* v_colors, T* v_coeffs, T* v_dirs) {
   // dL/dcoeffs[n] sums over cameras, so threads split the Gaussians and each walks all cameras of its own: no two
   // threads write the same v_coeffs row, and the summation order is fixed.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (C * N >= MIN_PARALLEL_ITEMS)
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) {
       const int64_t i = c * N + n;
