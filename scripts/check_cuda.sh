@@ -96,3 +96,23 @@ if [[ $failed -gt 0 ]]; then
   exit 1
 fi
 echo "CUDA compile check passed"
+
+# The torch binding (ext.cpp) compiled WITH_CUDA, syntax only: the CPU wheel of torch ships the c10/ATen CUDA headers
+# but not the generated c10/cuda/impl/cuda_cmake_macros.h, so a one-line stand-in is provided in a temp dir.
+python="${PYTHON:-$repo_root/.venv/bin/python}"
+if [[ $# -eq 0 && -x "$python" ]] && "$python" -c "import torch" 2>/dev/null; then
+  mkdir -p "$tmp/shim/c10/cuda/impl"
+  printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' >"$tmp/shim/c10/cuda/impl/cuda_cmake_macros.h"
+  mapfile -t torch_inc < <("$python" -c "from torch.utils.cpp_extension import include_paths; print('\n'.join(include_paths()))")
+  inc=()
+  for p in "${torch_inc[@]}"; do inc+=(-isystem "$p"); done
+  cuda_inc="$(dirname "$(dirname "$nvcc")")/include"
+  start=$(date +%s)
+  if "${CXX:-c++}" -std=c++17 -fsyntax-only -Wall -DWITH_CUDA "${inc[@]}" -isystem "$tmp/shim" -isystem "$cuda_inc" \
+      -I "$csrc" "$csrc/ext.cpp"; then
+    echo "  ok    ext.cpp WITH_CUDA (syntax) $(($(date +%s) - start))s"
+  else
+    echo "CUDA binding check FAILED: ext.cpp does not compile WITH_CUDA" >&2
+    exit 1
+  fi
+fi

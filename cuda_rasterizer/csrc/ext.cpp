@@ -231,7 +231,8 @@ std::tuple<Tensor, Tensor, Tensor> intersect_tiles(const Tensor& means2d, const 
   const int64_t n_tiles = static_cast<int64_t>(d.tiles_w) * d.tiles_h;
   int tile_bits = 1;
   while ((int64_t(1) << tile_bits) < n_tiles) ++tile_bits;
-  TORCH_CHECK(tile_bits + 64 - __builtin_clzll(static_cast<unsigned long long>(C) | 1ull) <= 32,
+  // Keys stay below 2^63 so signed (torch) and unsigned (kernel) orderings agree.
+  TORCH_CHECK(tile_bits + 64 - __builtin_clzll(static_cast<unsigned long long>(C) | 1ull) <= 31,
               "too many cameras x tiles to encode in a 64-bit sort key: ", C, " cameras, ", n_tiles, " tiles");
   S4D_DEVICE_GUARD(means2d);
   auto iopts = means2d.options().dtype(at::kInt);
@@ -245,6 +246,7 @@ std::tuple<Tensor, Tensor, Tensor> intersect_tiles(const Tensor& means2d, const 
                          tiles_per_gauss.data_ptr<int32_t>(), stream);
     Tensor cum = at::cumsum(tiles_per_gauss.view({-1}), 0, at::kLong);
     const int64_t M = C * N > 0 ? cum[-1].item<int64_t>() : 0;
+    TORCH_CHECK(M <= INT32_MAX, "too many tile/Gaussian pairs (", M, ") for int32 offsets");
     Tensor isect_ids = at::empty({M}, means2d.options().dtype(at::kLong));
     Tensor flatten_ids = at::empty({M}, iopts);
     if (M > 0) {
@@ -272,6 +274,7 @@ std::tuple<Tensor, Tensor, Tensor> intersect_tiles(const Tensor& means2d, const 
                                   tiles_per_gauss.data_ptr<int32_t>());
     Tensor cum = at::cumsum(tiles_per_gauss.view({-1}), 0, at::kLong);
     const int64_t M = C * N > 0 ? cum[-1].item<int64_t>() : 0;
+    TORCH_CHECK(M <= INT32_MAX, "too many tile/Gaussian pairs (", M, ") for int32 offsets");
     isect_ids = at::empty({M}, means2d.options().dtype(at::kLong));
     flatten_ids = at::empty({M}, iopts);
     intersect_emit_cpu<scalar_t>(means2d.data_ptr<scalar_t>(), radii.data_ptr<int32_t>(), depths.data_ptr<scalar_t>(),
