@@ -73,6 +73,7 @@ def project(
     Returns:
         `Projected(means2d [C,N,2], conics [C,N,3], depths [C,N], radii [C,N,2] int32, opacities [C,N])`.
     """
+    device = _same_device(means=means, covars=covars, opacities=opacities, T_cam_world=T_cam_world, Ks=Ks)
     N, C = means.shape[0], T_cam_world.shape[0]
     f = settings.check_finite
     _check("means", means, (N, 3), f)
@@ -80,7 +81,6 @@ def project(
     _check("opacities", opacities, (N,), f)
     _check("T_cam_world", T_cam_world, (C, 4, 4), f)
     _check("Ks", Ks, (C, 3, 3), f)
-    device = _same_device(means=means, covars=covars, opacities=opacities, T_cam_world=T_cam_world, Ks=Ks)
     s = settings
     if _backend.resolve(backend, device) == "reference":
         out = reference.project(
@@ -175,6 +175,9 @@ def rasterize(
         `RasterOutput(colors [C,H,W,D], alphas [C,H,W,1], median_ids [C,H,W])`. With `settings.absgrad`, the backward
         pass also stores the summed absolute image-plane gradients in `means2d.absgrad`.
     """
+    device = _same_device(
+        means2d=means2d, conics=conics, colors=colors, opacities=opacities, background=background
+    )
     C, N = means2d.shape[:2]
     D = colors.shape[-1] if colors.dim() == 3 else -1
     f = settings.check_finite
@@ -186,9 +189,6 @@ def rasterize(
     _check("radii", radii, (C, N, 2))
     if background is not None:
         _check("background", background, (C, D), f)
-    device = _same_device(
-        means2d=means2d, conics=conics, colors=colors, opacities=opacities, background=background
-    )
     s = settings
     chosen = _backend.resolve(backend, device)
     if chosen == "reference":
