@@ -34,9 +34,11 @@ ROOM_HEIGHT = 3.0
 TARGET = (0.0, 0.0, 0.4)
 """Point every camera looks at."""
 ORBIT_RADIUS = 2.8
-ELEVATION_RANGE_DEG = (15.0, 40.0)
-PLACEMENT_RADIUS = 1.0
+ELEVATION_RANGE_DEG = (12.0, 35.0)
+PLACEMENT_RADIUS = 1.3
 """Object footprints are centred within this distance of the room's axis."""
+OBJECT_GAP = 0.05
+MAX_PLACEMENT_TRIES = 10_000
 LIGHT_DIR = (0.35, 0.25, 0.90)
 """Direction towards the light (normalised before use)."""
 AMBIENT = 0.35
@@ -47,17 +49,11 @@ SPHERE_SUBDIVISIONS = 4
 ROOM_POINT_WEIGHT = 0.05
 """Per-area weight of room and poster faces when sampling `points3d.ply`, so most points land on objects."""
 HIT_EPS = 1e-6
-IMAGES = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "colorwheel",
-)
-"""Colour photographs in `skimage.data` (bundled, no download); 4 go on objects and 4 on posters."""
+PNG_COMPRESSION = 3
+"""zlib level: about as small as the default 6 at a third of the encoding time."""
+IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "colorwheel", "camera", "coins")
+"""Photographs bundled with `skimage.data` (no download); 4 go on objects and 4 on posters."""
+GREY_TINTS = {"camera": (0.95, 0.8, 0.55), "coins": (0.55, 0.75, 0.95)}
 
 
 @dataclass
@@ -92,6 +88,8 @@ class SampleConfig:
 
 
 class Intrinsics(NamedTuple):
+    """Pinhole intrinsics in pixels; pixel (i, j) has its centre at (i + 0.5, j + 0.5)."""
+
     fx: float
     fy: float
     cx: float
@@ -107,6 +105,11 @@ class _Material:
     tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
     tile_m: float | None = None
     """Metres per texture repeat; None stretches the image once over each face."""
+
+
+def _photo_material(image: str) -> _Material:
+    """One of IMAGES stretched over each face, tinted if it is grey."""
+    return _Material(image, GREY_TINTS.get(image, (1.0, 1.0, 1.0)))
 
 
 _WALL_TINTS = ((0.9, 0.55, 0.45), (0.8, 0.75, 0.6), (0.6, 0.7, 0.8), (0.75, 0.8, 0.6))
@@ -140,11 +143,12 @@ def _bilinear(image: Float[np.ndarray, "H W 3"], uv: Float[np.ndarray, "N 2"]) -
     h, w = image.shape[:2]
     x, y = uv[:, 0] * w - 0.5, (1.0 - uv[:, 1]) * h - 0.5
     x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    fx, fy = (x - x0).astype(np.float32)[:, None], (y - y0).astype(np.float32)[:, None]
     x0, y0 = x0.astype(np.int64) % w, y0.astype(np.int64) % h
-    x1, y1 = (x0 + 1) % w, (y0 + 1) % h
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    x1, row0, row1 = (x0 + 1) % w, y0 * w, (y0 + 1) % h * w
+    texels = image.reshape(-1, 3)
+    top = np.take(texels, row0 + x0, axis=0) * (1 - fx) + np.take(texels, row0 + x1, axis=0) * fx
+    bottom = np.take(texels, row1 + x0, axis=0) * (1 - fx) + np.take(texels, row1 + x1, axis=0) * fx
     return top * (1 - fy) + bottom * fy
 
 
@@ -158,11 +162,16 @@ def _sample_texture(
     lower = np.floor(lod).astype(np.int64)
     out = np.empty((len(uv), 3), np.float64)
     for k in np.unique(lower):
-        m = lower == k
-        a = _bilinear(levels[k], uv[m])
-        b = _bilinear(levels[min(k + 1, len(levels) - 1)], uv[m])
-        out[m] = a + (b - a) * (lod[m] - k)[:, None]
+        m = np.flatnonzero(lower == k)
+        out[m] = _bilinear(levels[k], uv[m])
+        blend = m[lod[m] > k]  # magnified texels sit at level 0 exactly and need no second lookup
+        upper = _bilinear(levels[min(k + 1, len(levels) - 1)], uv[blend])
+        out[blend] += (upper - out[blend]) * (lod[blend] - k)[:, None]
     return out
+
+
+def _dot(a: Float[np.ndarray, "N 3"], b: Float[np.ndarray, "N 3"]) -> Float[np.ndarray, " N"]:
+    return np.einsum("ij,ij->i", a, b)
 
 
 class _Surface(NamedTuple):
@@ -187,11 +196,14 @@ class _Box:
         self, origins: Float[np.ndarray, "N 3"], dirs: Float[np.ndarray, "N 3"]
     ) -> Float[np.ndarray, " N"]:
         """Ray parameter of the first hit (slab method), inf on a miss."""
-        o = (origins - self.center) @ self.R_world_box
-        d = dirs @ self.R_world_box
-        d = np.where(np.abs(d) < 1e-12, 1e-12, d)
-        t1, t2 = (-self.half_extents - o) / d, (self.half_extents - o) / d
-        t_near, t_far = np.minimum(t1, t2).max(1), np.maximum(t1, t2).min(1)
+        o = ((origins - self.center) @ self.R_world_box).T  # [3, N]: row-wise maxima beat axis-1 reductions
+        d = (dirs @ self.R_world_box).T
+        half = self.half_extents[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):  # d = 0 gives ±inf slabs, as it should
+            t1, t2 = (-half - o) / d, (half - o) / d
+        near, far = np.minimum(t1, t2), np.maximum(t1, t2)
+        t_near = np.maximum(np.maximum(near[0], near[1]), near[2])
+        t_far = np.minimum(np.minimum(far[0], far[1]), far[2])
         t = t_far if self.inside else t_near
         return np.where((t_near <= t_far) & (t > HIT_EPS), t, np.inf)
 
@@ -211,6 +223,9 @@ class _Box:
         u = (u_sign * p[n, ua] + self.half_extents[ua]) / span_u
         v = (p[n, va] + self.half_extents[va]) / span_v
         return _Surface(normals, faces, np.stack([u, v], 1), span_u)
+
+    def bounding_sphere(self) -> tuple[np.ndarray, float] | None:
+        return None if self.inside else (self.center, float(np.linalg.norm(self.half_extents)))
 
     def mesh(self) -> trimesh.Trimesh:
         T_world_box = np.eye(4)
@@ -233,9 +248,8 @@ class _Sphere:
     ) -> Float[np.ndarray, " N"]:
         """Nearer root of |o + t d - c|² = r², inf on a miss."""
         oc = origins - self.center
-        a = np.einsum("ij,ij->i", dirs, dirs)
-        b = np.einsum("ij,ij->i", oc, dirs)
-        disc = b * b - a * (np.einsum("ij,ij->i", oc, oc) - self.radius**2)
+        a, b = _dot(dirs, dirs), _dot(oc, dirs)
+        disc = b * b - a * (_dot(oc, oc) - self.radius**2)
         t = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
         return np.where((disc >= 0) & (t > HIT_EPS), t, np.inf)
 
@@ -248,6 +262,9 @@ class _Sphere:
         span_u = np.full(len(points), 2 * np.pi * self.radius)
         return _Surface(normals, np.zeros(len(points), np.int64), np.stack([u, v], 1), span_u)
 
+    def bounding_sphere(self) -> tuple[np.ndarray, float] | None:
+        return self.center, self.radius
+
     def mesh(self) -> trimesh.Trimesh:
         sphere = trimesh.creation.icosphere(subdivisions=SPHERE_SUBDIVISIONS, radius=self.radius)
         sphere.vertices = sphere.vertices @ self.R_world_sphere.T + self.center
@@ -257,15 +274,48 @@ class _Sphere:
 _Primitive = _Box | _Sphere
 
 
+class _Rays(NamedTuple):
+    """Rays o + t d, with the dot products that the bounding-sphere cull reuses for every primitive."""
+
+    origins: np.ndarray  # [N, 3]
+    dirs: np.ndarray  # [N, 3]
+    dd: np.ndarray  # [N] d·d
+    od: np.ndarray  # [N] o·d
+    oo: np.ndarray  # [N] o·o
+
+    @staticmethod
+    def of(origins: Float[np.ndarray, "N 3"], dirs: Float[np.ndarray, "N 3"]) -> "_Rays":
+        return _Rays(origins, dirs, _dot(dirs, dirs), _dot(origins, dirs), _dot(origins, origins))
+
+
+def _intersect(primitive: _Primitive, rays: _Rays) -> Float[np.ndarray, " N"]:
+    """`primitive.intersect`, run only on the rays that pass within its bounding sphere (most rays miss
+    most objects, so this is several times faster than testing every ray)."""
+    bounds = primitive.bounding_sphere()
+    if bounds is None:
+        return primitive.intersect(rays.origins, rays.dirs)
+    center, radius = bounds
+    cd = rays.dirs @ center
+    # Squared distance from the centre to each ray's line: |c - o|² - ((c - o)·d)² / (d·d).
+    dist2 = center @ center - 2 * (rays.origins @ center) + rays.oo - (cd - rays.od) ** 2 / rays.dd
+    candidates = np.flatnonzero(dist2 <= radius**2 * (1 + 1e-6) + 1e-9)
+    t = np.full(len(rays.dd), np.inf)
+    t[candidates] = primitive.intersect(rays.origins[candidates], rays.dirs[candidates])
+    return t
+
+
+MOTION_MODEL = (
+    "With w = 2*pi*t for t in [0, 1]: "
+    "center(t) = center + (orbit_radius * (cos(w + orbit_phase) - cos(orbit_phase)), "
+    "orbit_radius * (sin(w + orbit_phase) - sin(orbit_phase)), hop_height * (1 - cos(w)) / 2); "
+    "yaw(t) = yaw + spin * sin(w), a rotation about +z."
+)
+"""How `SceneObject.pose_at` moves an object; also written into transforms.json."""
+
+
 @dataclass(frozen=True)
 class SceneObject:
-    """A box or sphere (or a flat poster box) with an optional smooth periodic motion.
-
-    Pose at time t in [0, 1], with w = 2πt:
-        center(t) = center + (ρ(cos(w + φ) - cos φ), ρ(sin(w + φ) - sin φ), h(1 - cos w)/2)
-        yaw(t)    = yaw + s sin w            (rotation about +z)
-    where ρ = orbit_radius, φ = orbit_phase, h = hop_height, s = spin.
-    """
+    """A box or sphere (or a flat poster box) with an optional smooth periodic motion (MOTION_MODEL)."""
 
     name: str
     kind: Literal["box", "sphere"]
@@ -290,7 +340,7 @@ class SceneObject:
 
     def primitive_at(self, t: float) -> _Primitive:
         center, R = self.pose_at(t)
-        material = _Material(self.image)
+        material = _photo_material(self.image)
         if self.kind == "sphere":
             return _Sphere(center, self.half_extents[0], R, (material,))
         return _Box(center, np.asarray(self.half_extents), R, (material,) * 6)
@@ -321,28 +371,30 @@ def scene_layout(cfg: SampleConfig) -> SceneLayout:
     placed: list[tuple[np.ndarray, float]] = []
     objects = []
     for (name, kind, half, yaw, orbit, hop, spin), image in zip(specs, images[:4], strict=True):
-        # Footprints include the whole path (within 2ρ of the start), so the static layout of a seed is
-        # the dynamic one at t = 0.
-        reach = math.hypot(half[0], half[1]) + 2 * orbit
-        while True:
+        # A footprint is the disc swept by the whole path (the orbit circle widened by the object), drawn
+        # the same way for static scenes, so a seed's static layout is its dynamic one at t = 0.
+        phase = float(rng.uniform(0, 2 * np.pi))
+        reach = math.hypot(half[0], half[1]) + orbit
+        for _ in range(MAX_PLACEMENT_TRIES):
             xy = rng.uniform(-PLACEMENT_RADIUS, PLACEMENT_RADIUS, 2)
-            clear = all(np.hypot(*(xy - c)) > reach + r + 0.05 for c, r in placed)
+            clear = all(np.hypot(*(xy - c)) > reach + r + OBJECT_GAP for c, r in placed)
             if clear and np.hypot(*xy) <= PLACEMENT_RADIUS:
                 break
+        else:
+            raise RuntimeError(f"seed {cfg.seed}: no room left for the {name}")
         placed.append((xy, reach))
-        center = (float(xy[0]), float(xy[1]), float(half[2]))
-        motion = (orbit, float(rng.uniform(0, 2 * np.pi)), hop, spin)
-        if not cfg.dynamic:
-            motion = (0.0, motion[1], 0.0, 0.0)
+        start = xy + orbit * np.array([np.cos(phase), np.sin(phase)])
+        center = (float(start[0]), float(start[1]), float(half[2]))
+        motion = (orbit, phase, hop, spin) if cfg.dynamic else (0.0, phase, 0.0, 0.0)
         objects.append(SceneObject(name, kind, tuple(map(float, half)), center, float(yaw), image, *motion))
     posters = []
     for k, image in enumerate(images[4:]):
         # Poster k hangs on the wall with outward normal at yaw k·π/2; its local -x face looks into the room.
-        yaw, (h, w) = k * np.pi / 2, _mip_pyramid(_Material(image))[0].shape[:2]
-        half = (0.01, 0.6 * w / h, 0.6)
+        yaw, (h, w) = k * np.pi / 2, _mip_pyramid(_photo_material(image))[0].shape[:2]
+        half = (0.01, 0.7 * w / h, 0.7)
         along, depth = rng.uniform(-1.8, 1.8), ROOM_HALF_WIDTH - 0.02
         x, y = depth * np.cos(yaw) - along * np.sin(yaw), depth * np.sin(yaw) + along * np.cos(yaw)
-        posters.append(SceneObject(f"poster{k}", "box", half, (float(x), float(y), 1.5), float(yaw), image))
+        posters.append(SceneObject(f"poster{k}", "box", half, (float(x), float(y), 1.1), float(yaw), image))
     return SceneLayout(tuple(objects), tuple(posters))
 
 
@@ -368,10 +420,17 @@ def _surface_colour(
     casters: list[_Primitive],
     points: Float[np.ndarray, "N 3"],
     footprint_m: Float[np.ndarray, " N"],
+    dirs: Float[np.ndarray, "N 3"] | None = None,
 ) -> Float[np.ndarray, "N 3"]:
-    """Albedo × (ambient + (1 - ambient) max(n·l, 0) × visibility); footprint_m is one pixel's size on the
-    surface (0 for full-resolution texture)."""
+    """Albedo × (ambient + (1 - ambient) max(n·l, 0) × visibility).
+
+    footprint_m is a pixel's width across its ray (0: full-resolution texture); with the ray directions dirs,
+    it is stretched by the incidence angle to choose the mip level.
+    """
     surface = primitive.surface(points)
+    if dirs is not None:
+        cos = np.abs(_dot(surface.normals, dirs)) / np.linalg.norm(dirs, axis=1)
+        footprint_m = footprint_m / np.maximum(cos, 0.2)  # grazing angles: blur a little, never alias
     albedo = np.empty((len(points), 3))
     for f in np.unique(surface.faces):
         m = surface.faces == f
@@ -382,10 +441,10 @@ def _surface_colour(
     lambert = np.clip(surface.normals @ light, 0.0, None)
     lit = np.flatnonzero(lambert > 0)
     origins = points[lit] + SHADOW_OFFSET * surface.normals[lit]
-    dirs = np.broadcast_to(light, origins.shape)
+    shadow_rays = _Rays.of(origins, np.broadcast_to(light, origins.shape))
     blocked = np.zeros(len(lit), bool)
     for caster in casters:
-        blocked |= np.isfinite(caster.intersect(origins, dirs))
+        blocked |= np.isfinite(_intersect(caster, shadow_rays))
     lambert[lit[blocked]] = 0.0
     return albedo * (AMBIENT + (1.0 - AMBIENT) * lambert)[:, None]
 
@@ -416,17 +475,15 @@ def render_view(
     """
     primitives, casters = _primitives_at(layout, t)
     origins, dirs = _camera_rays(T_world_cam, K)
-    hits = np.stack([p.intersect(origins, dirs) for p in primitives])  # [P, N]
+    rays = _Rays.of(origins, dirs)
+    hits = np.stack([_intersect(p, rays) for p in primitives])  # [P, N]
     owner = hits.argmin(0)
     depth = hits[owner, np.arange(len(owner))]
     rgb = np.zeros((len(owner), 3))
     for i in np.unique(owner[np.isfinite(depth)]):
         m = (owner == i) & np.isfinite(depth)
         points = origins[m] + depth[m, None] * dirs[m]
-        normals = primitives[i].surface(points).normals
-        cos = np.abs(np.einsum("ij,ij->i", normals, dirs[m])) / np.linalg.norm(dirs[m], axis=1)
-        footprint = depth[m] / K.fx / np.maximum(cos, 0.2)  # grazing angles: blur a little, never alias
-        rgb[m] = _surface_colour(primitives[i], casters, points, footprint)
+        rgb[m] = _surface_colour(primitives[i], casters, points, depth[m] / K.fx, dirs[m])
     depth = np.where(np.isfinite(depth), depth, 0.0)
     image = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
     return image.reshape(K.height, K.width, 3), depth.reshape(K.height, K.width).astype(np.float32)
@@ -482,6 +539,7 @@ def _views(cfg: SampleConfig) -> list[_View]:
 
 
 def intrinsics(cfg: SampleConfig) -> Intrinsics:
+    """Square pixels, principal point at the image centre, horizontal field of view cfg.fov_degrees."""
     f = 0.5 * cfg.width / math.tan(math.radians(cfg.fov_degrees) / 2)
     return Intrinsics(f, f, cfg.width / 2, cfg.height / 2, cfg.width, cfg.height)
 
@@ -524,7 +582,7 @@ def _validate(cfg: SampleConfig) -> None:
 
 
 def load_recipe(path: Path) -> SampleConfig:
-    """Reads a JSON object of SampleConfig fields; unknown keys or bad values raise ValueError naming the file."""
+    """Reads a JSON recipe (an object of SampleConfig fields); unknown keys or bad values raise ValueError."""
     path = Path(path)
     recipe = json.loads(path.read_text())
     if not isinstance(recipe, dict):
@@ -533,10 +591,12 @@ def load_recipe(path: Path) -> SampleConfig:
     for key in recipe:
         if key not in known:
             raise ValueError(f"{path}: unknown key {key!r}; known keys: {', '.join(known)}")
-    cfg = SampleConfig(**recipe)
+    floats = {f.name for f in fields(SampleConfig) if isinstance(f.default, float)}
+    recipe = {k: float(v) if k in floats and type(v) is int else v for k, v in recipe.items()}
     try:
+        cfg = SampleConfig(**recipe)  # a TypeError here when a runtime type checker wraps dataclasses
         _validate(cfg)
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from e
     return cfg
 
@@ -604,7 +664,10 @@ def write_sample_scene(
             frame["time"] = view.time
         if view.camera_index is not None:
             frame["camera_index"] = view.camera_index
-        _write_atomic(out_dir / frame["file_path"], iio.imwrite("<bytes>", rgb, extension=".png"))
+        _write_atomic(
+            out_dir / frame["file_path"],
+            iio.imwrite("<bytes>", rgb, extension=".png", compress_level=PNG_COMPRESSION),
+        )
         _write_atomic(out_dir / frame["depth_file_path"], _npy_bytes(depth))
         frames.append(frame)
         (test if view.is_test else train).append(frame["file_path"])
@@ -618,7 +681,7 @@ def write_sample_scene(
         "world_up": [0.0, 0.0, 1.0],
         "room_bounds": room_bounds,
         "mesh_file_path": "mesh.ply",
-        "motion_model": SceneObject.__doc__.split("\n\n")[1].strip(),
+        "motion_model": MOTION_MODEL,
         "objects": [asdict(o) for o in layout.objects],
         "posters": [asdict(p) for p in layout.posters],
     }
