@@ -201,6 +201,8 @@ def main() -> None:
         r = ratio((20_000, 256, 256), "reference", "cpu")
         if r is not None:
             figures["cpu_speedup_vs_reference_256_20k"] = r
+        for key in ("cuda_speedup_vs_gsplat_1080p_1m", "cuda_max_abs_diff_vs_gsplat_1080p_1m"):
+            missing[key] = "needs a CUDA GPU: run `python bench/rasterizer.py --device cuda` on one"
     else:
         for key, name in [((1_000_000, 1920, 1080), "1080p_1m"), ((100_000, 800, 800), "800_100k")]:
             r = ratio(key, "gsplat", "cuda")
