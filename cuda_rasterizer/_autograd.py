@@ -104,3 +104,21 @@ class RasterizeFn(torch.autograd.Function):
             # Densification reads it from the tensor, as gsplat's strategies expect (`means2d.absgrad`).
             means2d.absgrad = v_means2d_abs
         return v_means2d, v_conics, v_colors, v_opacities, v_background, None, None, None
+
+
+class Slice4DFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means4, covars4, opacities, t: float):
+        means3, covars3, opacities3, weights = _backend.ops().slice4d_fwd(means4, covars4, opacities, t)
+        ctx.save_for_backward(means4, covars4, opacities)
+        ctx.t = t
+        return means3, covars3, opacities3, weights
+
+    @staticmethod
+    def backward(ctx, v_means3, v_covars3, v_opacities3, v_weights):
+        means4, covars4, opacities = ctx.saved_tensors
+        v_means4, v_covars4, v_opacities = _backend.ops().slice4d_bwd(
+            means4, covars4, opacities, ctx.t,
+            v_means3.contiguous(), v_covars3.contiguous(), v_opacities3.contiguous(), v_weights.contiguous(),
+        )  # fmt: skip
+        return v_means4, v_covars4, v_opacities, None

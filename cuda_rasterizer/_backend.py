@@ -17,8 +17,15 @@ import torch
 Backend = Literal["reference", "cpu", "cuda"]
 
 CSRC = Path(__file__).parent / "csrc"
-CPU_SOURCES = ("ext.cpp", "project_cpu.cpp", "sh_cpu.cpp", "intersect_cpu.cpp", "rasterize_cpu.cpp")
-CUDA_SOURCES = ("project_cuda.cu", "sh_cuda.cu", "intersect_cuda.cu", "rasterize_cuda.cu")
+CPU_SOURCES = (
+    "ext.cpp",
+    "project_cpu.cpp",
+    "sh_cpu.cpp",
+    "intersect_cpu.cpp",
+    "rasterize_cpu.cpp",
+    "slice4d_cpu.cpp",
+)
+CUDA_SOURCES = ("project_cuda.cu", "sh_cuda.cu", "intersect_cuda.cu", "rasterize_cuda.cu", "slice4d_cuda.cu")
 
 
 class ExtensionUnavailableError(RuntimeError):

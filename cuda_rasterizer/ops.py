@@ -4,14 +4,16 @@ Every op takes `backend=None` (choose from the tensors' device: `cpu` kernels fo
 CUDA tensors) or a forced `"reference" | "cpu" | "cuda"`. All three compute the same function (../README.md).
 """
 
+import math
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from . import _backend, reference
-from ._autograd import EvalSHFn, ProjectFn, RasterizeFn
+from . import _backend, reference, reference_4d
+from ._autograd import EvalSHFn, ProjectFn, RasterizeFn, Slice4DFn
 from ._backend import Backend
-from .types import Projected, RasterOutput, RasterSettings, TileIntersections
+from .types import Projected, RasterOutput, RasterSettings, Sliced4D, TileIntersections
 
 
 def _check(name: str, x: Tensor, shape: tuple[int | None, ...], finite: bool = False) -> None:
@@ -204,3 +206,154 @@ def rasterize(
         isect.tile_offsets, isect.flatten_ids, settings,
     )  # fmt: skip
     return RasterOutput(rgb, alpha, median_ids.long())
+
+
+# ----------------------------------------------------------------------------------------------- 4D Gaussians -----
+# 4D Gaussians (Yang et al. 2024, "Real-time Photorealistic Dynamic Scene Representation and Rendering with 4D
+# Gaussian Splatting") are conditioned on a time t by `slice_4d` into ordinary 3D Gaussians; `project`,
+# `intersect_tiles` and `rasterize` never see time.
+
+
+def _isoclinic_left(q: Float[Tensor, "N 4"]) -> Float[Tensor, "N 4 4"]:
+    """L(q): the matrix of v ↦ q ⊗ v, i.e. of left quaternion multiplication (Yang et al. 2024)."""
+    a, b, c, d = q.unbind(-1)
+    return torch.stack([a, -b, -c, -d, b, a, -d, c, c, d, a, -b, d, -c, b, a], dim=-1).reshape(-1, 4, 4)
+
+
+def _isoclinic_right(q: Float[Tensor, "N 4"]) -> Float[Tensor, "N 4 4"]:
+    """R(q): the matrix of v ↦ v ⊗ q, i.e. of right quaternion multiplication (Yang et al. 2024)."""
+    p, q_, r, s = q.unbind(-1)
+    return torch.stack([p, -q_, -r, -s, q_, p, s, -r, r, -s, p, q_, s, r, -q_, p], dim=-1).reshape(-1, 4, 4)
+
+
+def covar4d_from_quats(
+    quats_l: Float[Tensor, "N 4"], quats_r: Float[Tensor, "N 4"], scales4: Float[Tensor, "N 4"]
+) -> Float[Tensor, "N 10"]:
+    """4D covariances Σ₄ = R S Sᵀ Rᵀ with R = L(q_l) R(q_r) (Yang et al. 2024), packed
+    (xx, xy, xz, xt, yy, yz, yt, zz, zt, tt).
+
+    Args:
+        quats_l, quats_r: left and right (w, x, y, z) quaternions, normalised here. q_l = q_r = (1, 0, 0, 0) is no
+            rotation (a 3D Gaussian with a lifespan); `spatial_quats_to_quats_lr` gives the pair of a purely spatial
+            rotation.
+        scales4: activated scales along the rotated (x, y, z, t) axes.
+    Plain torch on every backend (autograd gives the backward), like `quat_scale_to_covar`.
+    """
+    q_l = torch.nn.functional.normalize(quats_l, dim=-1)
+    q_r = torch.nn.functional.normalize(quats_r, dim=-1)
+    M = _isoclinic_left(q_l) @ _isoclinic_right(q_r) * scales4[:, None, :]
+    S = M @ M.transpose(1, 2)
+    rows, cols = torch.triu_indices(4, 4, device=S.device)
+    return S[:, rows, cols]
+
+
+def spatial_quats_to_quats_lr(
+    quats: Float[Tensor, "N 4"],
+) -> tuple[Float[Tensor, "N 4"], Float[Tensor, "N 4"]]:
+    """The (q_l, q_r) pair whose 4D rotation is the 3D rotation of `quats` (as in `quat_scale_to_covar`) on
+    (x, y, z) and leaves t fixed: for q = (w, a, b, c), q_l = (w, c, -b, a) and q_r = (w, c, -b, -a).
+
+    Yang et al. read (x, y, z, t) as the quaternion x + y i + z j + t k, so a spatial rotation is not the
+    plain conjugation q ⊗ v ⊗ q̄ (that would fix x, not t); this is that conjugation moved to the (x, y, z) axes.
+    """
+    w, a, b, c = quats.unbind(-1)
+    return torch.stack([w, c, -b, a], dim=-1), torch.stack([w, c, -b, -a], dim=-1)
+
+
+def rotors_to_quats_lr(rotors: Float[Tensor, "N 8"]) -> tuple[Float[Tensor, "N 4"], Float[Tensor, "N 4"]]:
+    """The (q_l, q_r) pair with the same 4D rotation as the rotor r = s + Σ b_ij e_ij + p e_xyzt, acting as
+    v ↦ r v r̃ (Duan et al. 2024, "4D-Rotor Gaussian Splatting"); `rotors` = (s, b_xy, b_xz, b_yz, b_xt, b_yt, b_zt, p).
+
+    The even subalgebra of Cl(4, 0) is H ⊕ H, so this map is linear:
+    q_l = (s - p, -b_xy - b_zt, -b_xz + b_yt, -b_yz - b_xt), q_r = (s + p, -b_xy + b_zt, -b_xz - b_yt, b_yz - b_xt).
+    Normalising q_l and q_r separately (as `covar4d_from_quats` does) projects any 8-vector onto a true rotor.
+    """
+    s, b_xy, b_xz, b_yz, b_xt, b_yt, b_zt, p = rotors.unbind(-1)
+    quats_l = torch.stack([s - p, -b_xy - b_zt, -b_xz + b_yt, -b_yz - b_xt], dim=-1)
+    quats_r = torch.stack([s + p, -b_xy + b_zt, -b_xz - b_yt, b_yz - b_xt], dim=-1)
+    return quats_l, quats_r
+
+
+def covar4d_from_rotors(rotors: Float[Tensor, "N 8"], scales4: Float[Tensor, "N 4"]) -> Float[Tensor, "N 10"]:
+    """4D covariances from 4D rotors (Duan et al. 2024) and scales: `covar4d_from_quats` of `rotors_to_quats_lr`."""
+    quats_l, quats_r = rotors_to_quats_lr(rotors)
+    return covar4d_from_quats(quats_l, quats_r, scales4)
+
+
+def slice_4d(
+    means4: Float[Tensor, "N 4"],
+    covars4: Float[Tensor, "N 10"],
+    opacities: Float[Tensor, " N"],
+    t: float,
+    backend: Backend | None = None,
+    check_finite: bool = True,
+) -> Sliced4D:
+    """Condition 4D Gaussians on time t (Yang et al. 2024): the 3D Gaussians rendered at t.
+
+    Args:
+        means4: centres (x, y, z, t).
+        covars4: packed 4D covariances (xx, xy, xz, xt, yy, yz, yt, zz, zt, tt), see `covar4d_from_quats`.
+        opacities: activated opacities in [0, 1].
+        t: the time to render (not differentiated).
+        check_finite: raise a clear error when an input holds NaN or Inf.
+    Returns:
+        `Sliced4D(means [N,3], covars [N,6], opacities [N], temporal_weights [N])`, differentiable in the inputs.
+        Gaussians with Σ_tt <= 0 pass through unchanged in space with temporal weight 0.
+    """
+    device = _same_device(means4=means4, covars4=covars4, opacities=opacities)
+    N = means4.shape[0]
+    _check("means4", means4, (N, 4), check_finite)
+    _check("covars4", covars4, (N, 10), check_finite)
+    _check("opacities", opacities, (N,), check_finite)
+    t = float(t)
+    if not math.isfinite(t):
+        raise ValueError(f"t must be finite, got {t}")
+    if _backend.resolve(backend, device) == "reference":
+        return Sliced4D(*reference_4d.slice_4d(means4, covars4, opacities, t))
+    return Sliced4D(*Slice4DFn.apply(means4.contiguous(), covars4.contiguous(), opacities.contiguous(), t))
+
+
+def cull_by_time(temporal_weights: Float[Tensor, " N"], threshold: float) -> Int[Tensor, " K"]:
+    """Indices (ascending, int64) of the Gaussians whose temporal weight is at least `threshold`.
+
+    A dropped Gaussian has sliced opacity < threshold, so with threshold <= 1/255 `project` would cull it anyway and
+    the image is unchanged; above that each dropped Gaussian changes a pixel by less than threshold × colour range.
+    """
+    with torch.no_grad():
+        return torch.nonzero(temporal_weights >= threshold).squeeze(1)
+
+
+def temporal_basis(time_degree: int, t: float, period: float = 1.0) -> list[float]:
+    """The cosine basis cos(2π m t / period), m = 0..time_degree, of 4D colour (Yang et al. 2024)."""
+    return [math.cos(2 * math.pi * m * t / period) for m in range(time_degree + 1)]
+
+
+def eval_sh_4d(
+    degree: int,
+    time_degree: int,
+    dirs: Float[Tensor, "C N 3"],
+    coeffs: Float[Tensor, "N M K D"],
+    t: float,
+    period: float = 1.0,
+    backend: Backend | None = None,
+) -> Float[Tensor, "C N D"]:
+    """Raw 4D colour Σ_m cos(2π m t / period) Σ_k Y_k(dir/|dir|) coeffs[:, m, k] ("4D spherindrical harmonics",
+    Yang et al. 2024) for m = 0..time_degree; time_degree 0 is a static colour.
+
+    Args:
+        coeffs: per Gaussian, M >= time_degree + 1 time bases of K >= (degree + 1)² SH coefficients.
+        t: the time (not differentiated); period: the scene's time span (Yang et al. use the sequence length).
+    Because t is shared by every Gaussian, the time bases are summed into one [N, K, D] set first and `eval_sh` runs
+    once: the same function as one `eval_sh` per basis, M times cheaper.
+    """
+    N = coeffs.shape[0]
+    _check("coeffs", coeffs, (N, None, None, None))
+    if not 0 <= time_degree < coeffs.shape[1]:
+        raise ValueError(
+            f"coeffs has {coeffs.shape[1]} time bases, time_degree {time_degree} needs {time_degree + 1}"
+        )
+    if period <= 0:
+        raise ValueError(f"period must be positive, got {period}")
+    basis = torch.tensor(temporal_basis(time_degree, t, period), dtype=coeffs.dtype, device=coeffs.device)
+    coeffs_t = torch.einsum("m,nmkd->nkd", basis, coeffs[:, : time_degree + 1])
+    return eval_sh(degree, dirs, coeffs_t, backend)

@@ -70,3 +70,12 @@ class RasterOutput(NamedTuple):
     colors: Tensor  # [C, H, W, D] composited channels, background included
     alphas: Tensor  # [C, H, W, 1] accumulated opacity 1 - T
     median_ids: Tensor  # [C, H, W] int64 flatten id of the Gaussian where T crosses 0.5, -1 if none
+
+
+class Sliced4D(NamedTuple):
+    """3D Gaussians from `slice_4d`: 4D Gaussians conditioned on one time t."""
+
+    means: Tensor  # [N, 3] conditional means μ_xyz + Σ_xyz,t Σ_tt⁻¹ (t - μ_t)
+    covars: Tensor  # [N, 6] conditional covariances Σ_xyz - Σ_xyz,t Σ_tt⁻¹ Σ_t,xyz, packed (xx, xy, xz, yy, yz, zz)
+    opacities: Tensor  # [N] opacity × temporal weight
+    temporal_weights: Tensor  # [N] exp(-½ (t - μ_t)² / Σ_tt), 1 at t = μ_t

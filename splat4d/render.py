@@ -1,7 +1,9 @@
 """`render`: the one entry point from a Gaussian scene and cameras to images.
 
 It chains the staged rasterizer ops in order: eval_sh → project → intersect_tiles → rasterize, and derives
-expected and median depth from the same pass (depth rides along as an extra channel).
+expected and median depth from the same pass (depth rides along as an extra channel). A 4D scene is first sliced
+at the render time into 3D Gaussians (slice_4d → cull_by_time → eval_sh_4d), then takes the same 3D path: the
+rasterizer ops never see time.
 """
 
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from torch import Tensor
 
 import cuda_rasterizer as cr
 from splat4d.cameras import Cameras
-from splat4d.gaussians import Gaussians
+from splat4d.gaussians import Gaussians, Gaussians4D
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,12 @@ class RenderSettings:
     """Accumulate absolute image-plane gradients (for AbsGS-style densification)."""
     backend: cr.ops.Backend | None = None
     """Force "reference", "cpu" or "cuda"; None picks from the tensors' device."""
+    time_degree: int | None = None
+    """4D scenes: number of cosine time bases of colour minus one (None: all the scene has)."""
+    time_cull_threshold: float = 1.0 / 255.0
+    """4D scenes: Gaussians whose temporal weight at t is below this are not projected. At or below 1/255 the image
+    is unchanged (project would drop them anyway); above it, each dropped Gaussian changes a pixel by less than
+    this times the colour range."""
 
 
 class RenderOutput(NamedTuple):
@@ -43,12 +51,78 @@ class RenderOutput(NamedTuple):
     median_depth: Float[Tensor, "C H W 1"]
     """Depth of the Gaussian where transmittance crosses 0.5 (0 where it never does)."""
     info: dict[str, Any]
-    """What densification needs: means2d (in the graph), radii, width, height, n_cameras, gaussian_ids."""
+    """What densification needs: means2d (in the graph), radii, width, height, n_cameras, gaussian_ids. 4D scenes
+    add t, kept_ids ([K] int64: the Gaussians rendered, which means2d and radii [C, K, ...] refer to) and
+    temporal_weights ([N], all Gaussians)."""
 
 
-def render(gaussians: Gaussians, cameras: Cameras, settings: RenderSettings | None = None) -> RenderOutput:
-    """Render `gaussians` from every camera in `cameras` (all at `cameras.width` × `cameras.height`)."""
+def render(
+    gaussians: Gaussians | Gaussians4D,
+    cameras: Cameras,
+    settings: RenderSettings | None = None,
+    t: float | None = None,
+) -> RenderOutput:
+    """Render `gaussians` from every camera in `cameras` (all at `cameras.width` × `cameras.height`).
+
+    Args:
+        t: for a `Gaussians4D`, the time to render; None takes it from `cameras.times`, which must then hold one
+            time (split cameras at different times into separate calls). Not allowed for a 3D scene.
+    """
     s = settings or RenderSettings()
+    if isinstance(gaussians, Gaussians4D):
+        return _render_4d(gaussians, cameras, s, _render_time(cameras, t))
+    if t is not None:
+        raise ValueError("render: t is only meaningful for a Gaussians4D scene")
+    covars = cr.quat_scale_to_covar(gaussians.quats, gaussians.scales)
+    degree = gaussians.sh_degree if s.sh_degree is None else min(s.sh_degree, gaussians.sh_degree)
+    dirs = gaussians.means[None] - cameras.centers[:, None]
+    rgb = torch.clamp_min(cr.eval_sh(degree, dirs, gaussians.sh_coeffs, s.backend) + 0.5, 0.0)
+    return _render_3d(gaussians.means, covars, gaussians.opacities, rgb, cameras, s)
+
+
+def _render_time(cameras: Cameras, t: float | None) -> float:
+    if t is not None:
+        return float(t)
+    if cameras.times is None:
+        raise ValueError("render: a Gaussians4D scene needs t, or cameras with times")
+    times = cameras.times.unique()
+    if times.numel() != 1:
+        raise ValueError(
+            f"render: cameras hold {times.numel()} different times; render each time in its own call (or pass t)"
+        )
+    return float(times[0])
+
+
+def _render_4d(gaussians: Gaussians4D, cameras: Cameras, s: RenderSettings, t: float) -> RenderOutput:
+    """Slice at t, drop Gaussians that are negligible at t, colour from SH × time bases, then the 3D path."""
+    sliced = cr.slice_4d(gaussians.means4, gaussians.covars4, gaussians.opacities, t, s.backend)
+    kept = cr.cull_by_time(sliced.temporal_weights, s.time_cull_threshold)
+    means, covars, opacities = sliced.means[kept], sliced.covars[kept], sliced.opacities[kept]
+
+    degree = gaussians.sh_degree if s.sh_degree is None else min(s.sh_degree, gaussians.sh_degree)
+    time_degree = (
+        gaussians.time_degree if s.time_degree is None else min(s.time_degree, gaussians.time_degree)
+    )
+    dirs = means[None] - cameras.centers[:, None]
+    raw = cr.eval_sh_4d(
+        degree, time_degree, dirs, gaussians.sh_coeffs[kept], t, gaussians.time_period, s.backend
+    )
+    rgb = torch.clamp_min(raw + 0.5, 0.0)
+
+    out = _render_3d(means, covars, opacities, rgb, cameras, s)
+    out.info.update({"t": t, "kept_ids": kept, "temporal_weights": sliced.temporal_weights})
+    return out
+
+
+def _render_3d(
+    means: Float[Tensor, "N 3"],
+    covars: Float[Tensor, "N 6"],
+    opacities: Float[Tensor, " N"],
+    rgb: Float[Tensor, "C N 3"],
+    cameras: Cameras,
+    s: RenderSettings,
+) -> RenderOutput:
+    """project → intersect_tiles → rasterize of activated 3D Gaussians with per-camera colours."""
     raster = cr.RasterSettings(
         width=cameras.width,
         height=cameras.height,
@@ -59,14 +133,7 @@ def render(gaussians: Gaussians, cameras: Cameras, settings: RenderSettings | No
         absgrad=s.absgrad,
     )
     C = len(cameras)
-    covars = cr.quat_scale_to_covar(gaussians.quats, gaussians.scales)
-    proj = cr.project(
-        gaussians.means, covars, gaussians.opacities, cameras.T_cam_world, cameras.Ks, raster, s.backend
-    )
-
-    degree = gaussians.sh_degree if s.sh_degree is None else min(s.sh_degree, gaussians.sh_degree)
-    dirs = gaussians.means[None] - cameras.centers[:, None]
-    rgb = torch.clamp_min(cr.eval_sh(degree, dirs, gaussians.sh_coeffs, s.backend) + 0.5, 0.0)
+    proj = cr.project(means, covars, opacities, cameras.T_cam_world, cameras.Ks, raster, s.backend)
 
     channels = torch.cat([rgb, proj.depths[..., None]], dim=-1)
     background = torch.tensor([*s.background, 0.0], dtype=rgb.dtype, device=rgb.device).expand(C, 4)

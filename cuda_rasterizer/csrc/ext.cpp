@@ -402,6 +402,88 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, std::optional<Tensor>> raster
   return {v_means2d, v_means2d_abs, v_conics, v_colors, v_opacities, v_backgrounds};
 }
 
+// --------------------------------------------------------------------------------------------- slice_4d -----
+
+void check_slice4d_inputs(const Tensor& means4, const Tensor& covars4, const Tensor& opacities) {
+  const auto ref_device = means4.device();
+  S4D_CHECK_INPUT(means4);
+  S4D_CHECK_INPUT(covars4);
+  S4D_CHECK_INPUT(opacities);
+  const int64_t N = means4.size(0);
+  check_shape(means4, "means4", {N, 4});
+  check_shape(covars4, "covars4", {N, 10});
+  check_shape(opacities, "opacities", {N});
+  TORCH_CHECK(covars4.scalar_type() == means4.scalar_type() && opacities.scalar_type() == means4.scalar_type(),
+              "slice_4d: means4, covars4 and opacities must share a dtype");
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> slice4d_fwd(const Tensor& means4, const Tensor& covars4,
+                                                       const Tensor& opacities, double t) {
+  check_slice4d_inputs(means4, covars4, opacities);
+  const int64_t N = means4.size(0);
+  S4D_DEVICE_GUARD(means4);
+  auto opts = means4.options();
+  Tensor means3 = at::empty({N, 3}, opts), covars3 = at::empty({N, 6}, opts);
+  Tensor opacities3 = at::empty({N}, opts), weights = at::empty({N}, opts);
+  if (means4.is_cuda()) {
+#ifdef WITH_CUDA
+    check_cuda_float(means4);
+    slice4d_fwd_cuda(means4.data_ptr<float>(), covars4.data_ptr<float>(), opacities.data_ptr<float>(), (float)t, N,
+                     means3.data_ptr<float>(), covars3.data_ptr<float>(), opacities3.data_ptr<float>(),
+                     weights.data_ptr<float>(), stream_of(means4));
+#else
+    no_cuda();
+#endif
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(means4.scalar_type(), "slice4d_fwd", [&] {
+      slice4d_fwd_cpu<scalar_t>(means4.data_ptr<scalar_t>(), covars4.data_ptr<scalar_t>(),
+                                opacities.data_ptr<scalar_t>(), (scalar_t)t, N, means3.data_ptr<scalar_t>(),
+                                covars3.data_ptr<scalar_t>(), opacities3.data_ptr<scalar_t>(),
+                                weights.data_ptr<scalar_t>());
+    });
+  }
+  return {means3, covars3, opacities3, weights};
+}
+
+std::tuple<Tensor, Tensor, Tensor> slice4d_bwd(const Tensor& means4, const Tensor& covars4, const Tensor& opacities,
+                                               double t, const Tensor& v_means3, const Tensor& v_covars3,
+                                               const Tensor& v_opacities3, const Tensor& v_weights) {
+  check_slice4d_inputs(means4, covars4, opacities);
+  const auto ref_device = means4.device();
+  S4D_CHECK_INPUT(v_means3);
+  S4D_CHECK_INPUT(v_covars3);
+  S4D_CHECK_INPUT(v_opacities3);
+  S4D_CHECK_INPUT(v_weights);
+  const int64_t N = means4.size(0);
+  check_shape(v_means3, "v_means3", {N, 3});
+  check_shape(v_covars3, "v_covars3", {N, 6});
+  check_shape(v_opacities3, "v_opacities3", {N});
+  check_shape(v_weights, "v_weights", {N});
+  S4D_DEVICE_GUARD(means4);
+  Tensor v_means4 = at::empty_like(means4), v_covars4 = at::empty_like(covars4);
+  Tensor v_opacities = at::empty_like(opacities);
+  if (means4.is_cuda()) {
+#ifdef WITH_CUDA
+    check_cuda_float(means4);
+    slice4d_bwd_cuda(means4.data_ptr<float>(), covars4.data_ptr<float>(), opacities.data_ptr<float>(), (float)t, N,
+                     v_means3.data_ptr<float>(), v_covars3.data_ptr<float>(), v_opacities3.data_ptr<float>(),
+                     v_weights.data_ptr<float>(), v_means4.data_ptr<float>(), v_covars4.data_ptr<float>(),
+                     v_opacities.data_ptr<float>(), stream_of(means4));
+#else
+    no_cuda();
+#endif
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(means4.scalar_type(), "slice4d_bwd", [&] {
+      slice4d_bwd_cpu<scalar_t>(means4.data_ptr<scalar_t>(), covars4.data_ptr<scalar_t>(),
+                                opacities.data_ptr<scalar_t>(), (scalar_t)t, N, v_means3.data_ptr<scalar_t>(),
+                                v_covars3.data_ptr<scalar_t>(), v_opacities3.data_ptr<scalar_t>(),
+                                v_weights.data_ptr<scalar_t>(), v_means4.data_ptr<scalar_t>(),
+                                v_covars4.data_ptr<scalar_t>(), v_opacities.data_ptr<scalar_t>());
+    });
+  }
+  return {v_means4, v_covars4, v_opacities};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(splat4d_raster, m) {
@@ -427,6 +509,12 @@ TORCH_LIBRARY(splat4d_raster, m) {
       "Tensor tile_offsets, Tensor flatten_ids, int width, int height, int tile_size, bool smooth_cutoff, "
       "Tensor render_alphas, Tensor last_ids, Tensor v_render_colors, Tensor v_render_alphas) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor?)");
+  m.def(
+      "slice4d_fwd(Tensor means4, Tensor covars4, Tensor opacities, float t) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "slice4d_bwd(Tensor means4, Tensor covars4, Tensor opacities, float t, Tensor v_means3, Tensor v_covars3, "
+      "Tensor v_opacities3, Tensor v_weights) -> (Tensor, Tensor, Tensor)");
 }
 
 #define S4D_REGISTER_IMPLS(m)                     \
@@ -436,7 +524,9 @@ TORCH_LIBRARY(splat4d_raster, m) {
   m.impl("sh_bwd", &sh_bwd);                   \
   m.impl("intersect_tiles", &intersect_tiles); \
   m.impl("rasterize_fwd", &rasterize_fwd);     \
-  m.impl("rasterize_bwd", &rasterize_bwd)
+  m.impl("rasterize_bwd", &rasterize_bwd);     \
+  m.impl("slice4d_fwd", &slice4d_fwd);         \
+  m.impl("slice4d_bwd", &slice4d_bwd)
 
 TORCH_LIBRARY_IMPL(splat4d_raster, CPU, m) { S4D_REGISTER_IMPLS(m); }
 

@@ -153,4 +153,35 @@ void rasterize_bwd_cuda(const float* means2d, const float* conics, const float* 
                         float* v_means2d, float* v_means2d_abs, float* v_conics, float* v_colors,
                         float* v_opacities, float* v_backgrounds, void* stream);
 
+
+// ------------------------------------------------------------------ slice_4d (CPU templated, CUDA float32) -------
+// Condition 4D Gaussians on time t (slice4d.cuh, ../README.md "slice_4d"). Every output is written, per Gaussian.
+
+template <typename T>
+void slice4d_fwd_cpu(const T* means4,     // [N, 4] (x, y, z, t)
+                     const T* covars4,    // [N, 10] packed (xx, xy, xz, xt, yy, yz, yt, zz, zt, tt)
+                     const T* opacities,  // [N]
+                     T t, int64_t N,
+                     T* means3,       // [N, 3]
+                     T* covars3,      // [N, 6]
+                     T* opacities3,   // [N] opacity * weight
+                     T* weights);     // [N] temporal weight exp(-dt^2 / (2 tt))
+
+template <typename T>
+void slice4d_bwd_cpu(const T* means4, const T* covars4, const T* opacities, T t, int64_t N,
+                     const T* v_means3,      // [N, 3]
+                     const T* v_covars3,     // [N, 6]
+                     const T* v_opacities3,  // [N]
+                     const T* v_weights,     // [N]
+                     T* v_means4,            // [N, 4]
+                     T* v_covars4,           // [N, 10]
+                     T* v_opacities);        // [N]
+
+void slice4d_fwd_cuda(const float* means4, const float* covars4, const float* opacities, float t, int64_t N,
+                      float* means3, float* covars3, float* opacities3, float* weights, void* stream);
+
+void slice4d_bwd_cuda(const float* means4, const float* covars4, const float* opacities, float t, int64_t N,
+                      const float* v_means3, const float* v_covars3, const float* v_opacities3,
+                      const float* v_weights, float* v_means4, float* v_covars4, float* v_opacities, void* stream);
+
 }  // namespace splat4d_raster
