@@ -4,12 +4,14 @@ This is the composition root: the one core module allowed to import `pipelines` 
 subcommands' `main()`.
 """
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
+from splat4d.data.config import DataConfig
 from splat4d.data.synthetic import SampleConfig, load_recipe, write_sample_scene
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "assets" / "samples" / "static.json"
@@ -60,9 +62,112 @@ class Demo:
         print(f"sample scene: {scene}\npreview:      {png}")
 
 
+@dataclass
+class Reconstruct:
+    """Photos, a video or a posed dataset → a trained, evaluated Gaussian-splat scene in OUT.
+
+    INPUT may be a folder of photos or a video (posed with pycolmap, cached in OUT/cache), a COLMAP workspace, a
+    nerfstudio transforms.json folder or a Blender/NeRF-synthetic folder; the format is detected (or set with
+    --data.format). OUT receives config.yaml, cameras.json, checkpoints/, point_cloud.ply (3DGS layout),
+    metrics.json and eval/. Rerunning the same command resumes from the newest checkpoint (Ctrl-C saves one).
+    """
+
+    input: tyro.conf.Positional[Path]
+    """Photos folder, video file, or dataset folder."""
+    out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("scene")
+    """Output scene folder."""
+    pipeline: Literal["static"] = "static"
+    """Reconstruction method."""
+    preset: Literal["fast", "default", "quality"] = "default"
+    """fast: 3k steps (minutes on a CPU); default: 3DGS's 30k steps; quality: 30k steps with 3DGS-as-MCMC."""
+    steps: int | None = None
+    """Override the preset's number of steps (its schedules are scaled to match)."""
+    strategy: Literal["preset", "default", "mcmc"] = "preset"
+    """Densification: the preset's, 3DGS adaptive density control, or 3DGS-as-MCMC."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    """How the input is read (path comes from INPUT)."""
+    overwrite: bool = False
+    """Start over in an OUT that already holds a run (its checkpoints and results are deleted)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def main(self) -> None:
+        import dataclasses
+
+        from pipelines import PIPELINES
+        from splat4d.reconstruct import reconstruct, resolve_device
+        from splat4d.strategy import STRATEGIES
+
+        spec = PIPELINES[self.pipeline]
+        cfg = spec.presets[self.preset]
+        if self.strategy != "preset":
+            cfg = dataclasses.replace(cfg, strategy=STRATEGIES[self.strategy])
+        if self.steps is not None:
+            cfg = spec.with_steps(cfg, self.steps)
+        cfg = dataclasses.replace(
+            cfg,
+            data=dataclasses.replace(self.data, path=self.input),
+            trainer=dataclasses.replace(cfg.trainer, progress=self.progress),
+        )
+        result = _run_reporting_errors(
+            lambda: reconstruct(
+                spec, self.pipeline, self.preset, cfg, self.out, resolve_device(self.device), self.overwrite
+            )
+        )
+        m = result.metrics
+        print(
+            f"{self.out}: {m['num_gaussians']:,} Gaussians; {m['split']} PSNR {m['psnr']:.2f} dB, "
+            f"SSIM {m['ssim']:.3f} over {m['num_views']} views\n"
+            f"  point cloud  {self.out / 'point_cloud.ply'}\n  metrics      {self.out / 'metrics.json'}\n"
+            f"  renders      {self.out / 'eval'}/"
+        )
+
+
+@dataclass
+class Eval:
+    """Render the test views of a scene made by `splat4d reconstruct`; write OUT/metrics.json (PSNR, SSIM; LPIPS
+    is reported as unavailable: its backbone weights are never downloaded) and OUT/eval/*.png (photo | render |
+    depth)."""
+
+    scene: tyro.conf.Positional[Path]
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def main(self) -> None:
+        from pipelines import PIPELINES
+        from splat4d.reconstruct import evaluate_scene, load_trained, resolve_device
+
+        device = resolve_device(self.device)
+        trained = _run_reporting_errors(lambda: load_trained(self.scene, PIPELINES, device))
+        m = evaluate_scene(
+            trained.pipeline, trained.scene, trained.cfg, self.scene, device, {"steps": trained.step}
+        )
+        print(
+            f"{self.scene}: {m['split']} PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} over {m['num_views']} views"
+        )
+
+
+def _run_reporting_errors(fn):
+    """Bad input and interrupted runs end with one line on stderr (exit 2 and 130), not a traceback."""
+    from splat4d.data.base import DatasetError
+    from splat4d.reconstruct import SceneFolderError
+    from splat4d.trainer import TrainingInterrupted
+
+    try:
+        return fn()
+    except (DatasetError, SceneFolderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 COMMANDS = {
     "sample": Sample,
     "demo": Demo,
+    "reconstruct": Reconstruct,
+    "eval": Eval,
 }
 
 

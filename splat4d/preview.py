@@ -12,7 +12,7 @@ import torch
 
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.gaussians import Gaussians
-from splat4d.io_utils import atomic_write_bytes
+from splat4d.io.atomic import atomic_write_bytes
 from splat4d.render import RenderSettings, render
 
 

@@ -9,12 +9,17 @@ import torch
 from splat4d.cameras import Cameras
 
 
+class DatasetError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and the problem in one line."""
+
+
 @dataclass
 class SceneData:
-    """Cameras, image files and split of one scene. Images are decoded lazily by whoever needs them."""
+    """Cameras, image files and split of one scene. Images are decoded lazily by whoever needs them
+    (`splat4d.data.dataset.ImageDataset`)."""
 
     cameras: Cameras
-    """All cameras, in file order (OpenCV axes)."""
+    """All cameras, in file order (OpenCV axes, pinhole: readers undistort other camera models)."""
     image_paths: list[Path]
     depth_paths: list[Path | None]
     train_indices: list[int]
@@ -23,6 +28,10 @@ class SceneData:
     """Initial point cloud [P, 3] (SfM points or the dataset's PLY), if any."""
     point_colors: np.ndarray | None = None
     """Point colours [P, 3] in [0, 1]."""
+    mask_paths: list[Path | None] | None = None
+    """Per-image masks (white = use the pixel), if any."""
+    background: tuple[float, float, float] | None = None
+    """Colour that images with an alpha channel are composited onto (Blender scenes: white); None: black."""
     metadata: dict = field(default_factory=dict)
 
     def subset(self, indices: list[int]) -> Cameras:

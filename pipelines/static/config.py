@@ -1,0 +1,76 @@
+"""Configuration and presets of the static pipeline (3DGS, Kerbl et al. 2023, with gsplat's strategies)."""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from splat4d.data.config import DataConfig
+from splat4d.initialization import InitConfig
+from splat4d.optim import OptimConfig
+from splat4d.strategy import DefaultStrategyConfig, MCMCStrategyConfig
+from splat4d.trainer import TrainerConfig
+
+
+@dataclass
+class StaticConfig:
+    """3DGS photometric training of a static scene."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    strategy: DefaultStrategyConfig | MCMCStrategyConfig = field(default_factory=DefaultStrategyConfig)
+    """Densification: 3DGS adaptive density control ("default") or 3DGS-as-MCMC ("mcmc")."""
+    ssim_lambda: float = 0.2
+    """Weight of the D-SSIM term in (1 − λ)·L1 + λ·(1 − SSIM)."""
+    sh_degree_interval: int = 1000
+    """Raise the SH degree used in training by one every this many steps (up to init.sh_degree)."""
+    background: tuple[float, float, float] | None = None
+    """Background colour; None: the dataset's (white for Blender scenes, else black)."""
+    antialiased: bool = False
+    """Mip-Splatting's opacity compensation for the 2D filter."""
+
+
+def _fast() -> StaticConfig:
+    """A few minutes on a laptop CPU for a small scene: short schedule, densification in the first 75%."""
+    return StaticConfig(
+        trainer=TrainerConfig(steps=3000, checkpoint_every=500),
+        init=InitConfig(random_points=20_000),
+        strategy=DefaultStrategyConfig(
+            refine_start_iter=200, refine_stop_iter=2250, reset_every=1500, refine_every=100
+        ),
+        sh_degree_interval=500,
+    )
+
+
+def _quality() -> StaticConfig:
+    """3DGS-as-MCMC with up to 1M Gaussians and the full 30k steps."""
+    return StaticConfig(strategy=MCMCStrategyConfig(cap_max=1_000_000))
+
+
+PRESETS: dict[str, StaticConfig] = {
+    "fast": _fast(),
+    "default": StaticConfig(),
+    "quality": _quality(),
+}
+
+
+def with_steps(cfg: StaticConfig, steps: int) -> StaticConfig:
+    """`cfg` trained for `steps` instead: step-based schedules (densification window, opacity resets, SH warm-up)
+    are scaled by the same factor, so `--steps` shortens or lengthens a preset without breaking it."""
+    factor = steps / cfg.trainer.steps
+    strategy = cfg.strategy
+    changes = {}
+    for name in ("refine_start_iter", "refine_stop_iter", "reset_every"):
+        if hasattr(strategy, name):
+            changes[name] = max(1, round(getattr(strategy, name) * factor))
+    if hasattr(strategy, "refine_every") and factor < 1:
+        window = changes.get("refine_stop_iter", 0) - changes.get("refine_start_iter", 0)
+        changes["refine_every"] = max(10, min(strategy.refine_every, window // 10 or strategy.refine_every))
+    return dataclasses.replace(
+        cfg,
+        trainer=dataclasses.replace(
+            cfg.trainer, steps=steps, checkpoint_every=min(cfg.trainer.checkpoint_every, max(steps // 4, 1))
+        ),
+        strategy=dataclasses.replace(strategy, **changes),
+        sh_degree_interval=max(1, round(cfg.sh_degree_interval * factor)),
+    )

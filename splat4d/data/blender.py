@@ -1,0 +1,169 @@
+"""Reader for Blender / NeRF-synthetic scenes: `transforms_{train,val,test}.json` beside RGBA renders.
+
+Each split file holds `camera_angle_x` (horizontal field of view, radians) and `frames`, each with a
+`file_path` (extension optional, ".png" assumed) and a camera-to-world `transform_matrix` in Blender's
+OpenGL camera axes. The renders have a transparent background, composited onto white by convention.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from splat4d.cameras import Cameras
+from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.config import DataConfig
+from splat4d.geometry import OPENGL_FROM_OPENCV
+
+SPLIT_FILES = {"train": "transforms_train.json", "val": "transforms_val.json", "test": "transforms_test.json"}
+"""Split name → file; the train file is required, val is merged into train, test is optional."""
+WHITE = (1.0, 1.0, 1.0)
+"""NeRF-synthetic images are evaluated composited onto white (Mildenhall et al. 2020)."""
+DEFAULT_IMAGE_SUFFIX = ".png"
+
+
+def is_blender(path: Path) -> bool:
+    """Whether `path` is a folder holding a `transforms_train.json`."""
+    path = Path(path)
+    return path.is_dir() and (path / SPLIT_FILES["train"]).is_file()
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: expected a JSON object with 'camera_angle_x' and 'frames'")
+    return meta
+
+
+def _image_path(root: Path, frame: dict, json_path: Path) -> Path:
+    file_path = frame.get("file_path")
+    if not isinstance(file_path, str) or not file_path:
+        raise DatasetError(f"{json_path}: a frame has no 'file_path'")
+    path = root / file_path
+    if not path.suffix:
+        path = path.with_name(path.name + DEFAULT_IMAGE_SUFFIX)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image not found (listed in {json_path.name})")
+    return path
+
+
+def _pose(frame: dict, json_path: Path) -> np.ndarray:
+    """T_world_cam in OpenCV axes from a frame's OpenGL camera-to-world matrix."""
+    try:
+        T_world_gl = np.asarray(frame["transform_matrix"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(
+            f"{json_path}: frame {frame.get('file_path', '?')} has no numeric 'transform_matrix'"
+        ) from exc
+    if T_world_gl.shape != (4, 4) or not np.isfinite(T_world_gl).all():
+        raise DatasetError(
+            f"{json_path}: transform_matrix of {frame.get('file_path', '?')} is not a finite 4x4 matrix"
+        )
+    return T_world_gl @ OPENGL_FROM_OPENCV.double().numpy()
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+
+
+def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
+    """Read the Blender / NeRF-synthetic scene in the folder `cfg.path`.
+
+    Frames are ordered train, val, test. Train and val frames train; test frames test. Without a test file,
+    every `cfg.test_every`-th train/val frame (0, n, 2n, ...) is held out instead (none when test_every < 1).
+    Intrinsics come from each split's `camera_angle_x`: fx = fy = W / (2 tan(angle / 2)), principal point at the
+    image centre. The scene has no initial points (trainers initialise randomly) and a white background.
+
+    Args:
+        cfg: `cfg.path` is the scene folder; `cfg.test_every` is used only without a test file.
+        workdir: unused; every reader takes it so that the registry can call them alike.
+
+    Returns:
+        The scene, with cameras in OpenCV axes.
+
+    Raises:
+        DatasetError: a split file is missing or malformed, an image is missing or unreadable, or the images
+            differ in size.
+    """
+    del workdir
+    root = Path(cfg.path)
+    if not is_blender(root):
+        raise DatasetError(f"{root / SPLIT_FILES['train']}: file not found")
+
+    # (image path, T_world_cam, camera_angle_x, split) per frame, in split order.
+    frames: list[tuple[Path, np.ndarray, float, str]] = []
+    for split, name in SPLIT_FILES.items():
+        json_path = root / name
+        if split != "train" and not json_path.exists():
+            continue
+        meta = _load_json(json_path)
+        if not isinstance(meta.get("frames"), list) or (split == "train" and not meta["frames"]):
+            raise DatasetError(f"{json_path}: no 'frames'")
+        try:
+            angle_x = float(meta["camera_angle_x"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{json_path}: no numeric 'camera_angle_x'") from exc
+        if not 0.0 < angle_x < math.pi:
+            raise DatasetError(f"{json_path}: camera_angle_x {angle_x} is not in (0, pi)")
+        for frame in meta["frames"]:
+            if not isinstance(frame, dict):
+                raise DatasetError(f"{json_path}: a frame is not a JSON object")
+            frames.append((_image_path(root, frame, json_path), _pose(frame, json_path), angle_x, split))
+
+    first_path = frames[0][0]
+    width, height = _image_size(first_path)
+    for path, *_ in frames[1:]:
+        size = _image_size(path)
+        if size != (width, height):
+            raise DatasetError(
+                f"{path}: image is {size[0]}x{size[1]} but {first_path.name} is {width}x{height}; "
+                "mixed sizes are not supported"
+            )
+
+    Ks = []
+    for _, _, angle_x, _ in frames:
+        focal = 0.5 * width / math.tan(0.5 * angle_x)
+        Ks.append([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+    cameras = Cameras(
+        T_world_cam=torch.from_numpy(np.stack([f[1] for f in frames])).float(),
+        Ks=torch.tensor(Ks, dtype=torch.float64).float(),
+        width=width,
+        height=height,
+    )
+
+    splits = [f[3] for f in frames]
+    if "test" in splits:
+        train = [i for i, s in enumerate(splits) if s != "test"]
+        test = [i for i, s in enumerate(splits) if s == "test"]
+    elif cfg.test_every >= 1:
+        test = list(range(0, len(frames), cfg.test_every))
+        train = [i for i in range(len(frames)) if i % cfg.test_every != 0]
+    else:
+        train, test = list(range(len(frames))), []
+
+    return SceneData(
+        cameras=cameras,
+        image_paths=[f[0] for f in frames],
+        depth_paths=[None] * len(frames),
+        train_indices=train,
+        test_indices=test,
+        background=WHITE,
+        metadata={
+            "source": str(root),
+            "format": "blender",
+            "split_counts": {s: splits.count(s) for s in SPLIT_FILES if s in splits},
+        },
+    )

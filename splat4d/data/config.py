@@ -1,0 +1,53 @@
+"""Configuration of dataset reading: which reader, downscaling, split, masks, and how unposed inputs get posed."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Format = Literal["auto", "colmap", "nerfstudio", "blender", "images", "video"]
+
+
+@dataclass
+class SfmConfig:
+    """Structure from motion with pycolmap (CPU), for a folder of images or a video."""
+
+    matching: Literal["exhaustive", "sequential"] = "exhaustive"
+    """Exhaustive matching for unordered photos; sequential for video frames (and large ordered sets)."""
+    camera_model: str = "SIMPLE_RADIAL"
+    """pycolmap camera model shared by all images; the images are undistorted to pinhole afterwards."""
+    max_num_features: int = 8192
+    """SIFT features per image."""
+    max_image_size: int = 1600
+    """Images are downscaled to this longest side for feature extraction."""
+    min_registered_fraction: float = 0.5
+    """Stop with an error when SfM registers fewer than this fraction of the images (or fewer than 3)."""
+    num_threads: int = -1
+    """-1: all cores."""
+
+
+@dataclass
+class VideoConfig:
+    """Frame extraction from a video file (decoded with PyAV)."""
+
+    fps: float = 2.0
+    """Frames per second of video to keep."""
+    max_frames: int = 200
+    """Upper bound on extracted frames (evenly spaced over the video)."""
+
+
+@dataclass
+class DataConfig:
+    """Where the scene comes from and how its images are prepared."""
+
+    path: Path = Path()
+    """Input: a dataset folder, a transforms.json, a COLMAP workspace, a folder of images, or a video file."""
+    format: Format = "auto"
+    """Reader to use; "auto" detects it from the files present."""
+    downscale: int = 1
+    """Train and evaluate at 1/downscale of the image resolution."""
+    test_every: int = 8
+    """Every n-th image is held out for testing, unless the dataset defines its own split."""
+    masks: Path | None = None
+    """Optional folder of masks named like the images (white = use the pixel); masked-out pixels carry no loss."""
+    sfm: SfmConfig = field(default_factory=SfmConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)

@@ -1,0 +1,263 @@
+"""`ImageDataset`: a scene's images decoded once, downscaled and held in memory; `TrainSampler`: resumable order.
+
+Pixel convention (the one `splat4d.cameras` states): intrinsics map camera points to pixel coordinates in which
+pixel (i, j) covers [i, i + 1) x [j, j + 1), so its centre is at (i + 0.5, j + 0.5) and the image spans
+[0, W] x [0, H]. Resizing an image from W to W' pixels maps the continuous coordinate u to u W' / W (the image
+edges stay the edges), so scaling the first row of K by W' / W and the second by H' / H is exact, whether or
+not the sizes divide evenly, provided the resampling filter is centred the same way (both filters used here are).
+"""
+
+from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, UInt8
+from rich.progress import track
+from torch import Tensor
+
+from splat4d.cameras import Cameras
+from splat4d.data.base import DatasetError, SceneData
+
+PROGRESS_MIN_IMAGES = 20
+"""Show a progress bar while decoding more images than this."""
+MASK_THRESHOLD = 0.5
+"""Mask pixels brighter than this (in [0, 1]) are used; darker ones are not."""
+
+
+class Batch(NamedTuple):
+    """One training or evaluation view."""
+
+    cameras: Cameras
+    """The view's camera (one), at the dataset's downscaled size."""
+    rgb: Float[Tensor, "1 H W 3"]
+    """Image in [0, 1], composited onto the scene's background when it had an alpha channel."""
+    mask: Float[Tensor, "1 H W 1"] | None
+    """Weight of each pixel in [0, 1] (1: use; fractional along mask edges after downscaling); None: all 1."""
+    index: int
+    """Index of the view in the scene (`SceneData.image_paths`), not in the dataset."""
+
+
+def downscaled_size(width: int, height: int, downscale: int) -> tuple[int, int]:
+    """Image size at 1/`downscale` resolution: floor division, at least one pixel."""
+    if downscale < 1:
+        raise ValueError(f"downscale must be a positive integer, got {downscale}")
+    return max(1, width // downscale), max(1, height // downscale)
+
+
+def resize_cameras(cameras: Cameras, width: int, height: int) -> Cameras:
+    """The same cameras at a new image size: K's rows scaled by new/old size per axis (exact, see module doc)."""
+    Ks = cameras.Ks.clone()
+    Ks[:, 0] *= width / cameras.width
+    Ks[:, 1] *= height / cameras.height
+    return replace(cameras, Ks=Ks, width=width, height=height)
+
+
+def _resize(image: Float[Tensor, "C H W"], width: int, height: int) -> Float[Tensor, "C h w"]:
+    """Antialiased resize. Box (area) averaging when the size divides evenly, else antialiased bilinear
+    (`align_corners=False`), whose sample positions follow the exact u W' / W mapping."""
+    _, H, W = image.shape
+    if (width, height) == (W, H):
+        return image
+    if W % width == 0 and H % height == 0:
+        return F.interpolate(image[None], size=(height, width), mode="area")[0]
+    return F.interpolate(
+        image[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False
+    )[0].clamp(0.0, 1.0)
+
+
+def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
+    """Pixel values as float32 in [0, 1], from 8- or 16-bit integers, booleans or floats."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(array.astype(np.float32), 0.0, 1.0)
+    raise DatasetError(f"{path}: unsupported pixel type {array.dtype}")
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        if Path(path).stat().st_size == 0:
+            raise DatasetError(f"{path}: empty file")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path}: not found") from exc
+    try:
+        array = iio.imread(path)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+        raise DatasetError(f"{path}: unsupported image layout {array.shape} (expected H x W x 1-4 channels)")
+    return array
+
+
+def _check_size(array: np.ndarray, path: Path, width: int, height: int) -> None:
+    h, w = array.shape[:2]
+    if (w, h) != (width, height):
+        raise DatasetError(f"{path}: image is {w}x{h} but the camera says {width}x{height}")
+
+
+def _quantise(image: Float[Tensor, "C H W"]) -> UInt8[Tensor, "H W C"]:
+    return (image * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
+class ImageDataset:
+    """The images of a subset of a scene, decoded once, downscaled and kept in memory as uint8.
+
+    Images with an alpha channel are composited onto `scene.background` (black when None) before
+    downscaling; grey images are repeated to RGB. Masks (`scene.mask_paths`) are thresholded at
+    MASK_THRESHOLD at full resolution and then downscaled like the images, so edge pixels get fractional
+    weights.
+
+    Args:
+        scene: the scene; every image must have the scene cameras' size.
+        indices: which of the scene's images to load, e.g. `scene.train_indices`.
+        downscale: load at 1/downscale resolution (floor division of the size; intrinsics scaled exactly).
+        device: where `__getitem__` puts the batch.
+
+    Raises:
+        DatasetError: an image or mask is unreadable or not the cameras' size.
+    """
+
+    def __init__(
+        self, scene: SceneData, indices: list[int], downscale: int = 1, device: torch.device | str = "cpu"
+    ) -> None:
+        n_scene = len(scene.image_paths)
+        bad = [i for i in indices if not 0 <= i < n_scene]
+        if bad:
+            raise IndexError(f"ImageDataset: indices {bad[:5]} out of range for a scene of {n_scene} images")
+        self.scene = scene
+        self.device = torch.device(device)
+        self.indices = list(indices)
+        full_w, full_h = scene.cameras.width, scene.cameras.height
+        width, height = downscaled_size(full_w, full_h, downscale)
+        self._cameras = resize_cameras(scene.subset(self.indices), width, height)
+        background = torch.tensor(scene.background or (0.0, 0.0, 0.0), dtype=torch.float32)[:, None, None]
+
+        self._images = torch.empty((len(self.indices), height, width, 3), dtype=torch.uint8)
+        self._masks: list[UInt8[Tensor, "H W 1"] | None] = []
+        steps = track(
+            list(enumerate(self.indices)),
+            description=f"Decoding {len(self.indices)} images",
+            disable=len(self.indices) <= PROGRESS_MIN_IMAGES,
+            transient=True,
+        )
+        for k, index in steps:
+            path = scene.image_paths[index]
+            array = _read(path)
+            _check_size(array, path, full_w, full_h)
+            image = torch.from_numpy(_to_unit_float(array, path)).permute(2, 0, 1)
+            has_alpha = image.shape[0] in (2, 4)
+            color = (image[:-1] if has_alpha else image).expand(3, -1, -1)
+            if has_alpha:  # straight (not premultiplied) alpha, as PNG stores it
+                alpha = image[-1:]
+                color = color * alpha + background * (1.0 - alpha)
+            self._images[k] = _quantise(_resize(color, width, height))
+            self._masks.append(self._load_mask(scene, index, full_w, full_h, width, height))
+
+    @staticmethod
+    def _load_mask(
+        scene: SceneData, index: int, full_w: int, full_h: int, width: int, height: int
+    ) -> UInt8[Tensor, "H W 1"] | None:
+        path = None if scene.mask_paths is None else scene.mask_paths[index]
+        if path is None:
+            return None
+        array = _read(path)
+        _check_size(array, path, full_w, full_h)
+        grey = _to_unit_float(array, path)
+        # Colour masks count by their mean over RGB; a mask's own alpha channel is ignored.
+        grey = grey[..., :3].mean(-1) if grey.shape[-1] >= 3 else grey[..., 0]
+        binary = torch.from_numpy((grey > MASK_THRESHOLD).astype(np.float32))[None]
+        return _quantise(_resize(binary, width, height))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Batch:
+        """The i-th view of the subset (0 <= i < len), as float tensors on the device."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"ImageDataset: index {i} out of range for {len(self)} images")
+        i %= len(self)
+        rgb = self._images[i].to(self.device, non_blocking=True).float().div_(255.0)[None]
+        mask = self._masks[i]
+        if mask is not None:
+            mask = mask.to(self.device, non_blocking=True).float().div_(255.0)[None]
+        return Batch(cameras=self._cameras[i].to(self.device), rgb=rgb, mask=mask, index=self.indices[i])
+
+    @property
+    def cameras(self) -> Cameras:
+        """All the subset's cameras, at the downscaled size, on the device."""
+        return self._cameras.to(self.device)
+
+    @property
+    def width(self) -> int:
+        return self._cameras.width
+
+    @property
+    def height(self) -> int:
+        return self._cameras.height
+
+
+class TrainSampler:
+    """An endless sequence of dataset positions 0..n-1: a fresh random permutation every epoch.
+
+    The permutation of epoch e depends only on (seed, e), so `state_dict()` (seed, epoch and position within
+    the epoch) restores the exact sequence in a new sampler.
+
+    Args:
+        n: dataset size (at least 1).
+        seed: random seed (non-negative).
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        if n < 1:
+            raise ValueError(f"TrainSampler: needs at least one image, got n={n}")
+        if seed < 0:
+            raise ValueError(f"TrainSampler: seed must be non-negative, got {seed}")
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        rng = np.random.default_rng([self.seed, epoch])
+        return rng.permutation(self.n).tolist()
+
+    def __iter__(self) -> "TrainSampler":
+        return self
+
+    def __next__(self) -> int:
+        if self.position == self.n:
+            self.epoch += 1
+            self.position = 0
+            self._order = self._permutation(self.epoch)
+        index = self._order[self.position]
+        self.position += 1
+        return index
+
+    def state_dict(self) -> dict[str, int]:
+        """Everything needed to continue the sequence exactly (plain ints, safe for `torch.save`)."""
+        return {"n": self.n, "seed": self.seed, "epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a `state_dict()`; the dataset size must match.
+
+        Raises:
+            ValueError: the state was saved for a different number of images, or is malformed.
+        """
+        if int(state["n"]) != self.n:
+            raise ValueError(f"TrainSampler: state is for {state['n']} images, this sampler has {self.n}")
+        epoch, position = int(state["epoch"]), int(state["position"])
+        if epoch < 0 or not 0 <= position <= self.n:
+            raise ValueError(f"TrainSampler: invalid state epoch={epoch} position={position}")
+        self.seed, self.epoch, self.position = int(state["seed"]), epoch, position
+        self._order = self._permutation(epoch)

@@ -1,0 +1,346 @@
+"""Posing unposed inputs, a folder of photos or a video, with pycolmap structure from motion on the CPU.
+
+Stages: SIFT feature extraction (one camera shared by all images, `cfg.sfm.camera_model`), exhaustive or
+sequential matching (`cfg.sfm.matching`), incremental mapping; the largest reconstruction is kept and read like a
+COLMAP workspace (`splat4d.data.colmap`), which undistorts it to pinhole. Work files live in the work dir:
+
+    <workdir>/frames/        frames kept from a video (JPEG), reused while the video and `cfg.video` are unchanged
+    <workdir>/sfm/           database.db and model/ (the kept reconstruction), reused while the image names,
+                             sizes, modification times and the SfM settings are unchanged (stamp.json)
+    <workdir>/undistorted/   undistorted images, when the camera model has distortion
+"""
+
+import math
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pycolmap
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.colmap import check_same_size, image_size, scene_from_reconstruction
+from splat4d.data.config import DataConfig, SfmConfig, VideoConfig
+from splat4d.data.undistort import quiet_colmap, replace_dir, stamp_matches
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+MIN_REGISTERED = 3
+"""Fewest registered images a reconstruction needs, whatever `SfmConfig.min_registered_fraction` says."""
+MAX_LISTED = 8
+"""Names listed in a warning about unregistered images before it says "and n more"."""
+FRAME_JPEG_QUALITY = 95
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _image_folder(path: Path) -> Path | None:
+    """`path` when it holds images directly, else `path/images` when that does; None otherwise."""
+    return next((folder for folder in (path, path / "images") if _image_files(folder)), None)
+
+
+def is_images(path: Path) -> bool:
+    """True for a folder with at least one .jpg/.jpeg/.png (any case), directly or in `images/`."""
+    return Path(path).is_dir() and _image_folder(Path(path)) is not None
+
+
+def is_video(path: Path) -> bool:
+    """True for a file with a video suffix (.mp4, .mov, .avi, .mkv, .webm; any case)."""
+    path = Path(path)
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+    )
+
+
+@dataclass(frozen=True)
+class SfmResult:
+    """What an SfM run (or its cache) left: the largest reconstruction, if any, and where it lies."""
+
+    reconstruction: pycolmap.Reconstruction | None
+    folder: Path
+
+
+def _sfm_key(files: list[Path], sfm: SfmConfig) -> dict:
+    # Thread count and the registration threshold do not change the reconstruction, so they are not part of it.
+    settings = {
+        "camera_model": sfm.camera_model,
+        "matching": sfm.matching,
+        "max_num_features": sfm.max_num_features,
+        "max_image_size": sfm.max_image_size,
+    }
+    images = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return {"images": images, "sfm": settings}
+
+
+def _run_sfm_into(folder: Path, images_dir: Path, files: list[Path], sfm: SfmConfig, progress: bool) -> None:
+    database = folder / "database.db"
+    names = [f.name for f in files]
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = sfm.camera_model
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = sfm.num_threads
+    extraction.max_image_size = sfm.max_image_size
+    extraction.sift.max_num_features = sfm.max_num_features
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = sfm.num_threads
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.num_threads = sfm.num_threads
+    mapping.min_model_size = (
+        MIN_REGISTERED  # the default (10) would drop small scenes; we check the size after
+    )
+    mapping.random_seed = 0
+
+    with _progress(progress) as bar:
+        task = bar.add_task(f"SfM: extracting features ({len(files)} images)", total=1)
+        pycolmap.extract_features(
+            database,
+            images_dir,
+            image_names=names,
+            camera_mode=pycolmap.CameraMode.SINGLE,
+            reader_options=reader,
+            extraction_options=extraction,
+            device=pycolmap.Device.cpu,
+        )
+        bar.update(task, completed=1)
+        task = bar.add_task(f"SfM: {sfm.matching} matching", total=1)
+        if sfm.matching == "sequential":
+            pycolmap.match_sequential(database, matching_options=matching, device=pycolmap.Device.cpu)
+        else:
+            pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+        bar.update(task, completed=1)
+        task = bar.add_task("SfM: incremental mapping", total=len(files))
+        models = pycolmap.incremental_mapping(
+            database,
+            images_dir,
+            folder / "models",
+            options=mapping,
+            next_image_callback=lambda: bar.advance(task),
+        )
+        bar.update(task, completed=len(files))
+    if models:
+        best = max(models.values(), key=lambda rec: rec.num_reg_images())
+        (folder / "model").mkdir()
+        best.write(folder / "model")
+    shutil.rmtree(folder / "models", ignore_errors=True)
+
+
+def run_sfm(
+    images_dir: Path, files: list[Path], sfm: SfmConfig, folder: Path, progress: bool = True
+) -> SfmResult:
+    """Pose `files` (all in `images_dir`) with pycolmap, or reuse the result of an identical earlier run.
+
+    Args:
+        images_dir: folder of the images.
+        files: the images to use, in order (sequential matching pairs neighbours in this order).
+        sfm: SfM settings.
+        folder: work folder (`database.db`, `model/`, `stamp.json`); replaced when the inputs changed.
+        progress: show the stages.
+
+    Returns:
+        The largest reconstruction (None when mapping found none) and the folder.
+    """
+    if sfm.camera_model not in pycolmap.CameraModelId.__members__:
+        raise ValueError(f"sfm.camera_model {sfm.camera_model!r} is not a pycolmap camera model")
+    key = _sfm_key(files, sfm)
+    if not stamp_matches(folder, key):
+        with quiet_colmap(), replace_dir(folder, key) as tmp:
+            _run_sfm_into(tmp, images_dir, files, sfm, progress)
+    model = folder / "model"
+    return SfmResult(pycolmap.Reconstruction(model) if model.is_dir() else None, folder)
+
+
+def _hint(sfm: SfmConfig) -> str:
+    hints = ["photos with more overlap between neighbours", "sharper, more textured views"]
+    if sfm.matching == "exhaustive":
+        hints.append("sfm.matching='sequential' for video frames")
+    else:
+        hints.append("sfm.matching='exhaustive' for unordered photos")
+    hints.append(
+        "a simpler sfm.camera_model (e.g. SIMPLE_PINHOLE)" if sfm.camera_model != "SIMPLE_PINHOLE" else ""
+    )
+    return "try " + ", ".join(h for h in hints if h)
+
+
+def _scene_from_folder(
+    images_dir: Path, cfg: DataConfig, workdir: Path, fmt: str, progress: bool
+) -> SceneData:
+    """Check the images, run (or reuse) SfM and read the result; shared by `read_images` and `read_video`."""
+    files = _image_files(images_dir)
+    if not files:
+        raise DatasetError(f"{images_dir}: no .jpg/.jpeg/.png images")
+    check_same_size({f: image_size(f) for f in files})
+    if len(files) < MIN_REGISTERED:
+        raise DatasetError(f"{images_dir}: SfM needs at least {MIN_REGISTERED} images, found {len(files)}")
+
+    result = run_sfm(images_dir, files, cfg.sfm, Path(workdir) / "sfm", progress)
+    rec = result.reconstruction
+    n_registered = 0 if rec is None else rec.num_reg_images()
+    needed = max(MIN_REGISTERED, math.ceil(cfg.sfm.min_registered_fraction * len(files)))
+    if rec is None or n_registered < needed:
+        raise DatasetError(
+            f"{images_dir}: SfM registered {n_registered} of {len(files)} images, fewer than the {needed} needed; "
+            f"{_hint(cfg.sfm)}"
+        )
+    registered = {rec.images[i].name for i in rec.reg_image_ids()}
+    dropped = [f.name for f in files if f.name not in registered]
+    if dropped:
+        listed = ", ".join(dropped[:MAX_LISTED]) + (
+            f" and {len(dropped) - MAX_LISTED} more" if len(dropped) > MAX_LISTED else ""
+        )
+        warnings.warn(
+            f"{images_dir}: SfM registered {n_registered} of {len(files)} images; dropping {listed}",
+            stacklevel=3,
+        )
+
+    scene = scene_from_reconstruction(rec, images_dir, cfg, workdir, source=Path(cfg.path), progress=progress)
+    scene.metadata.update(
+        format=fmt,
+        sfm_model=str(result.folder / "model"),
+        num_input_images=len(files),
+        unregistered=dropped,
+        mean_reprojection_error=float(rec.compute_mean_reprojection_error()),
+    )
+    return scene
+
+
+def read_images(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneData:
+    """Pose the photos at `cfg.path` (directly in it or in `images/`) with SfM and read them.
+
+    Images that SfM cannot register are dropped with a warning listing them. The first run writes
+    `workdir/sfm/`; later runs with the same images and `cfg.sfm` reuse it.
+
+    Args:
+        cfg: data configuration; `path`, `sfm`, `masks` and `test_every` are used.
+        workdir: folder for SfM and undistortion outputs, reused across runs.
+        progress: show the SfM stages.
+
+    Raises:
+        DatasetError: when the folder has no images, an image is unreadable (naming it), the images differ in
+            size (naming two), or SfM registers fewer than max(3, `min_registered_fraction` × n) images.
+    """
+    path = Path(cfg.path)
+    images_dir = _image_folder(path) if path.is_dir() else None
+    if images_dir is None:
+        raise DatasetError(f"{path}: no .jpg/.jpeg/.png images in it or in images/")
+    return _scene_from_folder(images_dir, cfg, workdir, "images", progress)
+
+
+def _frame_pts(video: Path) -> tuple[list[int], float]:
+    """Presentation timestamps of every frame, sorted, from the container's packets (no decoding), and the
+    stream's time base (seconds per timestamp unit)."""
+    with av.open(str(video)) as container:
+        if not container.streams.video:
+            raise DatasetError(f"{video}: no video stream")
+        stream = container.streams.video[0]
+        pts = [packet.pts for packet in container.demux(stream) if packet.pts is not None and packet.size > 0]
+        time_base = float(stream.time_base)
+    if not pts:
+        raise DatasetError(f"{video}: no video frames")
+    return sorted(pts), time_base
+
+
+def select_frames(times: list[float], fps: float, max_frames: int) -> list[int]:
+    """Indices of the frames nearest to a regular grid of `fps` per second over the video, or of `max_frames`
+    evenly spaced ones when that grid is longer.
+
+    Args:
+        times: frame times in seconds, sorted.
+        fps: frames per second to keep.
+        max_frames: most frames to keep.
+    """
+    t = np.asarray(times, dtype=np.float64)
+    targets = np.arange(t[0], t[-1] + 1e-9, 1.0 / fps)
+    if len(targets) > max_frames:
+        targets = np.linspace(t[0], t[-1], max_frames)
+    right = np.clip(np.searchsorted(t, targets), 0, len(t) - 1)
+    left = np.maximum(right - 1, 0)
+    nearest = np.where(np.abs(t[left] - targets) <= np.abs(t[right] - targets), left, right)
+    return sorted(set(nearest.tolist()))
+
+
+def _write_frames(video: Path, video_cfg: VideoConfig, folder: Path) -> None:
+    pts, time_base = _frame_pts(video)
+    keep = {pts[i] for i in select_frames([p * time_base for p in pts], video_cfg.fps, video_cfg.max_frames)}
+    written = 0
+    with av.open(str(video)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            if frame.pts in keep:
+                frame.to_image().save(folder / f"frame_{written:05d}.jpg", quality=FRAME_JPEG_QUALITY)
+                written += 1
+    if written == 0:
+        raise DatasetError(f"{video}: no decodable video frames")
+
+
+def extract_frames(video: Path, video_cfg: VideoConfig, folder: Path) -> Path:
+    """Write the frames kept from `video` to `folder` as `frame_00000.jpg`, … (cached while the video and
+    `video_cfg` are unchanged) and return `folder`.
+
+    Raises:
+        DatasetError: naming the video when it cannot be opened or decoded.
+    """
+    if video_cfg.fps <= 0 or video_cfg.max_frames < 1:
+        raise ValueError(
+            f"video.fps ({video_cfg.fps}) and video.max_frames ({video_cfg.max_frames}) must be positive"
+        )
+    stat = video.stat()
+    key = {
+        "video": [video.name, stat.st_size, stat.st_mtime_ns],
+        "fps": video_cfg.fps,
+        "max_frames": video_cfg.max_frames,
+    }
+    if not stamp_matches(folder, key):
+        try:
+            with replace_dir(folder, key) as tmp:
+                _write_frames(video, video_cfg, tmp)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise DatasetError(f"{video}: cannot read video ({exc})") from exc
+    return folder
+
+
+def read_video(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneData:
+    """Keep frames of the video at `cfg.path` (`cfg.video`), pose them with SfM and read them.
+
+    Frames are kept at `cfg.video.fps` (at most `cfg.video.max_frames`, evenly spaced) and written to
+    `workdir/frames/`. Matching follows `cfg.sfm.matching` as given; "sequential" suits video (neighbouring
+    frames overlap) and scales to many frames, "exhaustive" is more robust for a few dozen.
+
+    Args:
+        cfg: data configuration; `path`, `video`, `sfm`, `masks` and `test_every` are used.
+        workdir: folder for frames, SfM and undistortion outputs, reused across runs.
+        progress: show the SfM stages.
+
+    Raises:
+        DatasetError: naming the video when it cannot be decoded, or when SfM registers too few frames.
+    """
+    video = Path(cfg.path)
+    if not video.is_file():
+        raise DatasetError(f"{video}: video not found")
+    frames = extract_frames(video, cfg.video, Path(workdir) / "frames")
+    return _scene_from_folder(frames, cfg, workdir, "video", progress)

@@ -1,0 +1,72 @@
+"""Initial Gaussians for a scene: from its point cloud (SfM or the dataset's), or random inside the region the
+cameras look at; and the scene's scale, which sets learning rates and densification thresholds."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from splat4d.cameras import Cameras
+from splat4d.data.base import SceneData
+from splat4d.gaussians import Gaussians
+
+
+@dataclass
+class InitConfig:
+    """How the first Gaussians are placed."""
+
+    sh_degree: int = 3
+    """Highest spherical-harmonics degree of view-dependent colour."""
+    init_opacity: float = 0.1
+    init_scale: float = 1.0
+    """Initial size as a multiple of the mean distance to the 3 nearest neighbours."""
+    random: bool = False
+    """Ignore the scene's point cloud and start from random points."""
+    random_points: int = 100_000
+    """Number of random points when the scene has no point cloud (or `random` is set)."""
+    random_extent: float = 0.35
+    """Random points fill a cube centred where the cameras look, with this half-size relative to the mean
+    camera distance to that point (NeRF-synthetic: about 1.4 for cameras at distance 4)."""
+    seed: int = 0
+
+
+def scene_scale(cameras: Cameras) -> float:
+    """1.1 × the largest distance of a camera centre from their mean (3DGS's normalisation radius)."""
+    centers = cameras.centers
+    radius = (centers - centers.mean(dim=0)).norm(dim=-1).max()
+    return float(1.1 * radius.clamp_min(1e-6))
+
+
+def look_at_point(cameras: Cameras) -> Float[Tensor, "3"]:
+    """The point closest, in least squares, to every camera's optical axis (the centre of an orbit capture).
+
+    Falls back to the centres' mean plus the mean viewing direction when the axes are (nearly) parallel.
+    """
+    origins = cameras.centers.double()
+    dirs = torch.nn.functional.normalize(cameras.T_world_cam[:, :3, 2].double(), dim=-1)
+    projectors = torch.eye(3, dtype=torch.float64) - dirs[:, :, None] * dirs[:, None, :]
+    A = projectors.sum(0)
+    b = (projectors @ origins[:, :, None]).sum(0)[:, 0]
+    if torch.linalg.cond(A) > 1e6:
+        return (origins.mean(0) + dirs.mean(0)).float()
+    return torch.linalg.solve(A, b).float()
+
+
+def init_gaussians(scene: SceneData, cfg: InitConfig) -> Gaussians:
+    """Gaussians at the scene's points (with their colours), or `cfg.random_points` random ones."""
+    if scene.points is not None and len(scene.points) >= 4 and not cfg.random:
+        points = torch.as_tensor(np.asarray(scene.points), dtype=torch.float32)
+        colors = scene.point_colors if scene.point_colors is not None else np.full(points.shape, 0.5)
+        rgb = torch.as_tensor(np.asarray(colors), dtype=torch.float32)
+    else:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        centre = look_at_point(scene.cameras)
+        distance = (scene.cameras.centers - centre).norm(dim=-1).mean()
+        half = cfg.random_extent * distance
+        points = centre + (torch.rand(cfg.random_points, 3, generator=generator) * 2 - 1) * half
+        rgb = torch.rand(cfg.random_points, 3, generator=generator)
+    return Gaussians.from_points(
+        points, rgb, sh_degree=cfg.sh_degree, init_opacity=cfg.init_opacity, init_scale=cfg.init_scale
+    )

@@ -1,0 +1,212 @@
+"""A scene folder from start to finish: read the input, train, export the PLY, evaluate.
+
+The folder `OUT` holds `config.yaml` (how it was made), `cameras.json`, `cache/` (SfM, undistorted images,
+extracted frames), `checkpoints/`, `log.jsonl`, `point_cloud.ply` (3DGS layout), `metrics.json` and `eval/`
+(photo | render | depth per test view). Running the same command again on the same folder resumes training from
+the newest checkpoint; a folder that holds something else is never written into.
+
+Pipelines are passed in (`PipelineSpec`), so this module stays below `pipelines/` in the layering.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+import splat4d
+from splat4d.config_io import from_dict, to_dict, to_yaml
+from splat4d.data import load_scene
+from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.dataset import ImageDataset
+from splat4d.evaluate import evaluate
+from splat4d.initialization import scene_scale
+from splat4d.io.atomic import atomic_write_text
+from splat4d.io.checkpoint import latest_checkpoint, load_checkpoint
+from splat4d.io.ply import write_ply
+from splat4d.pipeline import Pipeline, PipelineSpec, load_params
+from splat4d.trainer import Trainer
+
+CONFIG_FILE = "config.yaml"
+_RESUME_IGNORED = {("trainer", "steps"), ("trainer", "progress"), ("trainer", "checkpoint_every")}
+"""Settings that may change between a run and its resumption."""
+
+
+class SceneFolderError(ValueError):
+    """The output folder cannot be used as asked; the message says why and what to do."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto" → CUDA when this torch has it and a GPU is present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.version.cuda and torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not (torch.version.cuda and torch.cuda.is_available()):
+        raise SystemExit("--device cuda: this torch build has no CUDA or no GPU is visible")
+    return torch.device(device)
+
+
+def _record(pipeline: str, preset: str, cfg: Any) -> dict[str, Any]:
+    return {
+        "splat4d_version": splat4d.__version__,
+        "pipeline": pipeline,
+        "preset": preset,
+        "config": to_dict(cfg),
+    }
+
+
+def _differences(a: Any, b: Any, prefix: tuple[str, ...] = ()) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if (*prefix, key) not in _RESUME_IGNORED:
+                out += _differences(a.get(key), b.get(key), (*prefix, key))
+        return out
+    return [] if a == b else [".".join(prefix)]
+
+
+def prepare_output(out: Path, record: dict[str, Any], overwrite: bool) -> bool:
+    """Check that `out` may hold this run and write its config. Returns True when a run is to be resumed."""
+    out = Path(out)
+    config_path = out / CONFIG_FILE
+    if out.exists() and not out.is_dir():
+        raise SceneFolderError(f"{out}: exists and is not a folder")
+    resumable = latest_checkpoint(out / "checkpoints") is not None
+    if out.is_dir() and any(out.iterdir()) and not config_path.is_file() and not overwrite:
+        raise SceneFolderError(f"{out}: folder is not empty and is not a splat4d scene; choose another -o")
+    if config_path.is_file() and resumable and not overwrite:
+        import yaml
+
+        stored = yaml.safe_load(config_path.read_text())
+        diffs = _differences(
+            {k: v for k, v in stored.items() if k != "splat4d_version"},
+            {k: v for k, v in record.items() if k != "splat4d_version"},
+        )
+        if diffs:
+            raise SceneFolderError(
+                f"{out}: holds a run with different settings ({', '.join(diffs[:4])}); "
+                "rerun with the same settings to resume, or pass --overwrite to start over"
+            )
+    if overwrite:
+        for sub in ("checkpoints", "eval"):
+            for f in (out / sub).glob("*") if (out / sub).is_dir() else []:
+                f.unlink()
+        for name in ("log.jsonl", "metrics.json", "point_cloud.ply"):
+            (out / name).unlink(missing_ok=True)
+        resumable = False
+    atomic_write_text(config_path, to_yaml(record))
+    return resumable
+
+
+def write_cameras_json(path: Path, scene: SceneData) -> None:
+    """Every camera: image name, split, size, intrinsics and camera-to-world pose (OpenCV axes)."""
+    train = set(scene.train_indices)
+    cams = scene.cameras
+    entries = [
+        {
+            "id": i,
+            "image": Path(scene.image_paths[i]).name,
+            "split": "train" if i in train else "test",
+            "width": cams.width,
+            "height": cams.height,
+            "K": cams.Ks[i].tolist(),
+            "T_world_cam": cams.T_world_cam[i].tolist(),
+            **({"time": float(cams.times[i])} if cams.times is not None else {}),
+        }
+        for i in range(len(cams))
+    ]
+    doc = {"convention": "OpenCV camera axes (x right, y down, z forward); T_world_cam maps camera to world"}
+    atomic_write_text(path, json.dumps({**doc, "cameras": entries}, indent=1) + "\n")
+
+
+@dataclass
+class Reconstruction:
+    pipeline: Pipeline
+    scene: SceneData
+    metrics: dict[str, Any]
+
+
+def reconstruct(
+    spec: PipelineSpec,
+    pipeline_name: str,
+    preset: str,
+    cfg: Any,
+    out: Path,
+    device: torch.device,
+    overwrite: bool = False,
+    callbacks: list | None = None,
+    console: Console | None = None,
+) -> Reconstruction:
+    """Read `cfg.data`, train `spec`'s pipeline with `cfg`, write the scene folder `out`, evaluate it."""
+    console = console or Console()
+    out = Path(out)
+    cfg.data.path = Path(cfg.data.path).resolve()
+    if not cfg.data.path.exists():
+        raise DatasetError(f"{cfg.data.path}: does not exist")
+    resuming = prepare_output(out, _record(pipeline_name, preset, cfg), overwrite)
+    scene = load_scene(cfg.data, out / "cache")
+    console.print(
+        f"{cfg.data.path}: {len(scene.cameras)} images ({len(scene.train_indices)} train, "
+        f"{len(scene.test_indices)} test) at {scene.cameras.width}×{scene.cameras.height}, "
+        f"{0 if scene.points is None else len(scene.points)} initial points"
+    )
+    write_cameras_json(out / "cameras.json", scene)
+    train_data = ImageDataset(scene, scene.train_indices, cfg.data.downscale, device)
+    pipeline = spec.build(cfg, scene, device)
+    trainer = Trainer(
+        pipeline, cfg.strategy.build(), train_data, out, scene_scale(scene.cameras), cfg.trainer, cfg.optim,
+        callbacks=callbacks, console=console,
+    )  # fmt: skip
+    if not resuming:
+        console.print(f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {device}")
+    result = trainer.train()
+    write_ply(out / "point_cloud.ply", pipeline.gaussians)
+    metrics = evaluate_scene(
+        pipeline, scene, cfg, out, device, extra={"steps": result.step, "train_seconds": result.seconds}
+    )
+    return Reconstruction(pipeline, scene, metrics)
+
+
+def evaluate_scene(
+    pipeline: Pipeline, scene: SceneData, cfg: Any, out: Path, device: torch.device, extra: dict | None = None
+) -> dict[str, Any]:
+    """Evaluate on the test views (the training views when the scene has none, saying so)."""
+    split = "test" if scene.test_indices else "train"
+    indices = scene.test_indices or scene.train_indices
+    data = ImageDataset(scene, indices, cfg.data.downscale, device)
+    return evaluate(pipeline, data, out, extra={"split": split, **(extra or {})})
+
+
+@dataclass
+class TrainedScene:
+    pipeline_name: str
+    preset: str
+    cfg: Any
+    scene: SceneData
+    pipeline: Pipeline
+    step: int
+
+
+def load_trained(out: Path, pipelines: dict[str, PipelineSpec], device: torch.device) -> TrainedScene:
+    """Rebuild the pipeline of scene folder `out` with the parameters of its newest checkpoint."""
+    import yaml
+
+    out = Path(out)
+    config_path = out / CONFIG_FILE
+    if not config_path.is_file():
+        raise SceneFolderError(f"{out}: no {CONFIG_FILE}; not a scene made by `splat4d reconstruct`")
+    record = yaml.safe_load(config_path.read_text())
+    name, preset = record.get("pipeline"), record.get("preset")
+    if name not in pipelines:
+        raise SceneFolderError(f"{config_path}: unknown pipeline {name!r}")
+    spec = pipelines[name]
+    cfg = from_dict(type(next(iter(spec.presets.values()))), record["config"], str(config_path))
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    if checkpoint is None:
+        raise SceneFolderError(f"{out}: no checkpoint yet; train it with `splat4d reconstruct` first")
+    scene = load_scene(cfg.data, out / "cache")
+    pipeline = spec.build(cfg, scene, device)
+    payload = load_checkpoint(checkpoint)
+    load_params(pipeline.gaussians.params, payload["params"])
+    return TrainedScene(name, preset, cfg, scene, pipeline, int(payload["step"]))

@@ -1,0 +1,99 @@
+"""The shared trainer: it learns, checkpoints, survives Ctrl-C, and a resumed run equals an uninterrupted one."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.static import PRESETS, build, with_steps
+from splat4d.data.dataset import ImageDataset
+from splat4d.data.nerfstudio import read_nerfstudio
+from splat4d.data.synthetic import SampleConfig, write_sample_scene
+from splat4d.initialization import InitConfig, scene_scale
+from splat4d.io.checkpoint import list_checkpoints
+from splat4d.strategy import DefaultStrategyConfig, MCMCStrategyConfig
+from splat4d.trainer import Trainer, TrainerConfig, TrainingInterrupted
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory: pytest.TempPathFactory):
+    path = write_sample_scene(
+        SampleConfig(n_views=8, width=64, height=48), tmp_path_factory.mktemp("s") / "s"
+    )
+    return read_nerfstudio(path)
+
+
+@pytest.fixture
+def one_thread():
+    """The CPU rasterizer's backward accumulates with atomics: bitwise repeatable only on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _trainer(scene, out: Path, steps: int, strategy=None, callbacks=None) -> Trainer:
+    cfg = with_steps(PRESETS["fast"], 60)
+    strategy = strategy or DefaultStrategyConfig(
+        refine_start_iter=5, refine_stop_iter=50, refine_every=10, reset_every=30
+    )
+    cfg.init = InitConfig(sh_degree=1)
+    cfg.sh_degree_interval = 20
+    cfg.strategy = strategy
+    cfg.trainer = TrainerConfig(steps=steps, checkpoint_every=10, progress=False, seed=3)
+    pipeline = build(cfg, scene, torch.device("cpu"))
+    data = ImageDataset(scene, scene.train_indices)
+    return Trainer(
+        pipeline, strategy.build(), data, out, scene_scale(scene.cameras), cfg.trainer, cfg.optim, callbacks
+    )
+
+
+def test_training_improves_the_fit_and_logs_json(tiny_scene, tmp_path: Path) -> None:
+    trainer = _trainer(tiny_scene, tmp_path, steps=60)
+    result = trainer.train()
+    assert result.step == 60
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert {"step", "loss", "psnr", "num_gaussians", "seconds"} <= lines[-1].keys()
+    assert lines[-1]["psnr"] > lines[0]["psnr"] + 1.0, [line["psnr"] for line in lines]
+    assert result.num_gaussians == len(trainer.pipeline.gaussians)
+
+
+@pytest.mark.parametrize(
+    "strategy", [None, MCMCStrategyConfig(cap_max=900, refine_start_iter=5, refine_every=10)]
+)
+def test_resumed_run_equals_uninterrupted_run(tiny_scene, tmp_path: Path, one_thread, strategy) -> None:
+    straight = _trainer(tiny_scene, tmp_path / "a", steps=40, strategy=strategy)
+    straight.train()
+
+    def stop_at_25(step: int, pipeline) -> None:
+        if step == 25:
+            raise KeyboardInterrupt
+
+    interrupted = _trainer(tiny_scene, tmp_path / "b", steps=40, strategy=strategy, callbacks=[stop_at_25])
+    with pytest.raises(TrainingInterrupted) as info:
+        interrupted.train()
+    assert info.value.step == 25 and info.value.checkpoint.is_file()
+    resumed = _trainer(tiny_scene, tmp_path / "b", steps=40, strategy=strategy)
+    resumed.train()
+    assert resumed.step == 40
+    for name, value in straight.pipeline.gaussians.params.items():
+        assert torch.equal(value, resumed.pipeline.gaussians.params[name]), name
+    for name, opt in straight.optimizers.items():
+        a, b = opt.state_dict()["state"][0], resumed.optimizers[name].state_dict()["state"][0]
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]), name
+
+
+def test_only_the_newest_checkpoints_are_kept(tiny_scene, tmp_path: Path) -> None:
+    trainer = _trainer(tiny_scene, tmp_path, steps=35)
+    trainer.train()
+    names = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert names == ["step-000030.pt", "step-000035.pt"]
+
+
+def test_finished_run_is_not_retrained(tiny_scene, tmp_path: Path) -> None:
+    _trainer(tiny_scene, tmp_path, steps=12).train()
+    again = _trainer(tiny_scene, tmp_path, steps=12)
+    result = again.train()
+    assert result.step == 12
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
