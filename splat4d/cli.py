@@ -45,21 +45,22 @@ class Sample:
 
 @dataclass
 class Demo:
-    """Generate the bundled sample scene and render a preview of it (what `make demo` runs)."""
+    """Generate the bundled sample scene and reconstruct it on this machine (what `make demo` runs)."""
 
     out: Path = Path("out/demo")
-    """Output folder; the scene goes to OUT/scene and the preview to OUT/preview.png."""
+    """Output folder: the photos go to OUT/photos, the reconstructed scene to OUT/scene."""
     recipe: Path = DEFAULT_RECIPE
-    device: str = "cpu"
-    """Torch device for rendering ("cpu" or "cuda")."""
+    preset: Literal["fast", "default", "quality"] = "fast"
+    """Training preset (fast: a few minutes on a 2-core CPU)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def main(self) -> None:
-        from splat4d.preview import render_points_preview
-
-        scene = self.out / "scene"
-        write_sample_scene(load_recipe(self.recipe), scene, overwrite=True)
-        png = render_points_preview(scene, self.out / "preview.png", device=self.device)
-        print(f"sample scene: {scene}\npreview:      {png}")
+        photos = self.out / "photos"
+        print(f"generating the sample scene in {photos} ...")
+        write_sample_scene(load_recipe(self.recipe), photos, overwrite=True)
+        Reconstruct(
+            input=photos, out=self.out / "scene", preset=self.preset, device=self.device, overwrite=True
+        ).main()
 
 
 @dataclass
@@ -72,14 +73,14 @@ class Reconstruct:
     metrics.json and eval/. Rerunning the same command resumes from the newest checkpoint (Ctrl-C saves one).
     """
 
-    input: tyro.conf.Positional[Path]
+    input: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="INPUT")]
     """Photos folder, video file, or dataset folder."""
     out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("scene")
     """Output scene folder."""
     pipeline: Literal["static"] = "static"
     """Reconstruction method."""
     preset: Literal["fast", "default", "quality"] = "default"
-    """fast: 3k steps (minutes on a CPU); default: 3DGS's 30k steps; quality: 30k steps with 3DGS-as-MCMC."""
+    """fast: 1.5k steps (minutes on a CPU); default: 3DGS's 30k steps; quality: 30k steps with 3DGS-as-MCMC."""
     steps: int | None = None
     """Override the preset's number of steps (its schedules are scaled to match)."""
     strategy: Literal["preset", "default", "mcmc"] = "preset"
@@ -130,7 +131,8 @@ class Eval:
     is reported as unavailable: its backbone weights are never downloaded) and OUT/eval/*.png (photo | render |
     depth)."""
 
-    scene: tyro.conf.Positional[Path]
+    scene: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE")]
+    """Scene folder written by `splat4d reconstruct`."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def main(self) -> None:

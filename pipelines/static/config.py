@@ -31,20 +31,24 @@ class StaticConfig:
 
 
 def _fast() -> StaticConfig:
-    """A few minutes on a laptop CPU for a small scene: short schedule, densification in the first 75%."""
+    """About 5 minutes on a 2-core CPU for a small scene (the sample scene: 24 photos at 320×240): 1500 steps,
+    densification from step 100 to 1125 with one opacity reset, SH degree raised every 250 steps."""
     return StaticConfig(
-        trainer=TrainerConfig(steps=3000, checkpoint_every=500),
+        trainer=TrainerConfig(steps=1500, checkpoint_every=250),
         init=InitConfig(random_points=20_000),
         strategy=DefaultStrategyConfig(
-            refine_start_iter=200, refine_stop_iter=2250, reset_every=1500, refine_every=100
+            refine_start_iter=100, refine_stop_iter=1125, reset_every=750, refine_every=100
         ),
-        sh_degree_interval=500,
+        sh_degree_interval=250,
     )
 
 
 def _quality() -> StaticConfig:
-    """3DGS-as-MCMC with up to 1M Gaussians and the full 30k steps."""
-    return StaticConfig(strategy=MCMCStrategyConfig(cap_max=1_000_000))
+    """3DGS-as-MCMC with up to 1M Gaussians and the full 30k steps; its initialisation (denser opacity, smaller
+    splats) follows gsplat's MCMC settings."""
+    return StaticConfig(
+        strategy=MCMCStrategyConfig(cap_max=1_000_000), init=InitConfig(init_opacity=0.5, init_scale=0.1)
+    )
 
 
 PRESETS: dict[str, StaticConfig] = {

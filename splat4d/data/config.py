@@ -2,7 +2,9 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 Format = Literal["auto", "colmap", "nerfstudio", "blender", "images", "video"]
 
@@ -11,8 +13,8 @@ Format = Literal["auto", "colmap", "nerfstudio", "blender", "images", "video"]
 class SfmConfig:
     """Structure from motion with pycolmap (CPU), for a folder of images or a video."""
 
-    matching: Literal["exhaustive", "sequential"] = "exhaustive"
-    """Exhaustive matching for unordered photos; sequential for video frames (and large ordered sets)."""
+    matching: Literal["auto", "exhaustive", "sequential"] = "auto"
+    """auto: exhaustive for photos (every pair), sequential for video frames (neighbours in time)."""
     camera_model: str = "SIMPLE_RADIAL"
     """pycolmap camera model shared by all images; the images are undistorted to pinhole afterwards."""
     max_num_features: int = 8192
@@ -39,8 +41,8 @@ class VideoConfig:
 class DataConfig:
     """Where the scene comes from and how its images are prepared."""
 
-    path: Path = Path()
-    """Input: a dataset folder, a transforms.json, a COLMAP workspace, a folder of images, or a video file."""
+    path: Annotated[Path, tyro.conf.Suppress] = Path()
+    """Input (given on the command line as INPUT): a dataset folder, a transforms.json, a COLMAP workspace, a folder of images, or a video file."""
     format: Format = "auto"
     """Reader to use; "auto" detects it from the files present."""
     downscale: int = 1

@@ -166,6 +166,9 @@ def read_nerfstudio(path: Path, test_every: int = 8, workdir: Path | None = None
 
     if "train_filenames" in meta and "test_filenames" in meta:
         index = {n: i for i, n in enumerate(names)}
+        unknown = [n for n in meta["train_filenames"] + meta["test_filenames"] if n not in index]
+        if unknown:
+            raise DatasetError(f"{path}: split lists {unknown[0]}, which is not the file_path of any frame")
         train = [index[n] for n in meta["train_filenames"]]
         test = [index[n] for n in meta["test_filenames"]]
     else:

@@ -10,10 +10,11 @@ COLMAP workspace (`splat4d.data.colmap`), which undistorts it to pinhole. Work f
     <workdir>/undistorted/   undistorted images, when the camera model has distortion
 """
 
+import dataclasses
+import json
 import math
 import shutil
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -40,6 +41,8 @@ MIN_REGISTERED = 3
 MAX_LISTED = 8
 """Names listed in a warning about unregistered images before it says "and n more"."""
 FRAME_JPEG_QUALITY = 95
+FRAME_TIMES = "times.json"
+"""Written beside the extracted frames: seconds into the video of each frame, by file name."""
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -79,14 +82,6 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-@dataclass(frozen=True)
-class SfmResult:
-    """What an SfM run (or its cache) left: the largest reconstruction, if any, and where it lies."""
-
-    reconstruction: pycolmap.Reconstruction | None
-    folder: Path
-
-
 def _sfm_key(files: list[Path], sfm: SfmConfig) -> dict:
     # Thread count and the registration threshold do not change the reconstruction, so they are not part of it.
     settings = {
@@ -112,9 +107,8 @@ def _run_sfm_into(folder: Path, images_dir: Path, files: list[Path], sfm: SfmCon
     matching.num_threads = sfm.num_threads
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.num_threads = sfm.num_threads
-    mapping.min_model_size = (
-        MIN_REGISTERED  # the default (10) would drop small scenes; we check the size after
-    )
+    # The default minimum model size (10 images) would drop small scenes; the caller checks the size instead.
+    mapping.min_model_size = MIN_REGISTERED
     mapping.random_seed = 0
 
     with _progress(progress) as bar:
@@ -135,15 +129,15 @@ def _run_sfm_into(folder: Path, images_dir: Path, files: list[Path], sfm: SfmCon
         else:
             pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
         bar.update(task, completed=1)
-        task = bar.add_task("SfM: incremental mapping", total=len(files))
+        mapping_task = bar.add_task("SfM: incremental mapping", total=len(files))
         models = pycolmap.incremental_mapping(
             database,
             images_dir,
             folder / "models",
             options=mapping,
-            next_image_callback=lambda: bar.advance(task),
+            next_image_callback=lambda: bar.advance(mapping_task),
         )
-        bar.update(task, completed=len(files))
+        bar.update(mapping_task, completed=len(files))
     if models:
         best = max(models.values(), key=lambda rec: rec.num_reg_images())
         (folder / "model").mkdir()
@@ -153,7 +147,7 @@ def _run_sfm_into(folder: Path, images_dir: Path, files: list[Path], sfm: SfmCon
 
 def run_sfm(
     images_dir: Path, files: list[Path], sfm: SfmConfig, folder: Path, progress: bool = True
-) -> SfmResult:
+) -> pycolmap.Reconstruction | None:
     """Pose `files` (all in `images_dir`) with pycolmap, or reuse the result of an identical earlier run.
 
     Args:
@@ -164,7 +158,7 @@ def run_sfm(
         progress: show the stages.
 
     Returns:
-        The largest reconstruction (None when mapping found none) and the folder.
+        The largest reconstruction, also written to `folder/model/`; None when mapping found none.
     """
     if sfm.camera_model not in pycolmap.CameraModelId.__members__:
         raise ValueError(f"sfm.camera_model {sfm.camera_model!r} is not a pycolmap camera model")
@@ -173,7 +167,7 @@ def run_sfm(
         with quiet_colmap(), replace_dir(folder, key) as tmp:
             _run_sfm_into(tmp, images_dir, files, sfm, progress)
     model = folder / "model"
-    return SfmResult(pycolmap.Reconstruction(model) if model.is_dir() else None, folder)
+    return pycolmap.Reconstruction(model) if model.is_dir() else None
 
 
 def _hint(sfm: SfmConfig) -> str:
@@ -182,10 +176,9 @@ def _hint(sfm: SfmConfig) -> str:
         hints.append("sfm.matching='sequential' for video frames")
     else:
         hints.append("sfm.matching='exhaustive' for unordered photos")
-    hints.append(
-        "a simpler sfm.camera_model (e.g. SIMPLE_PINHOLE)" if sfm.camera_model != "SIMPLE_PINHOLE" else ""
-    )
-    return "try " + ", ".join(h for h in hints if h)
+    if sfm.camera_model != "SIMPLE_PINHOLE":
+        hints.append("sfm.camera_model='SIMPLE_PINHOLE' for few or blurry views")
+    return "try " + ", ".join(hints)
 
 
 def _scene_from_folder(
@@ -199,8 +192,12 @@ def _scene_from_folder(
     if len(files) < MIN_REGISTERED:
         raise DatasetError(f"{images_dir}: SfM needs at least {MIN_REGISTERED} images, found {len(files)}")
 
-    result = run_sfm(images_dir, files, cfg.sfm, Path(workdir) / "sfm", progress)
-    rec = result.reconstruction
+    sfm_dir = Path(workdir) / "sfm"
+    if cfg.sfm.matching == "auto":  # neighbouring video frames overlap; unordered photos need every pair
+        cfg = dataclasses.replace(
+            cfg, sfm=dataclasses.replace(cfg.sfm, matching="sequential" if fmt == "video" else "exhaustive")
+        )
+    rec = run_sfm(images_dir, files, cfg.sfm, sfm_dir, progress)
     n_registered = 0 if rec is None else rec.num_reg_images()
     needed = max(MIN_REGISTERED, math.ceil(cfg.sfm.min_registered_fraction * len(files)))
     if rec is None or n_registered < needed:
@@ -222,7 +219,7 @@ def _scene_from_folder(
     scene = scene_from_reconstruction(rec, images_dir, cfg, workdir, source=Path(cfg.path), progress=progress)
     scene.metadata.update(
         format=fmt,
-        sfm_model=str(result.folder / "model"),
+        sfm_model=str(sfm_dir / "model"),
         num_input_images=len(files),
         unregistered=dropped,
         mean_reprojection_error=float(rec.compute_mean_reprojection_error()),
@@ -285,22 +282,37 @@ def select_frames(times: list[float], fps: float, max_frames: int) -> list[int]:
     return sorted(set(nearest.tolist()))
 
 
-def _write_frames(video: Path, video_cfg: VideoConfig, folder: Path) -> None:
+def _write_frames(video: Path, video_cfg: VideoConfig, folder: Path, progress: bool) -> None:
     pts, time_base = _frame_pts(video)
     keep = {pts[i] for i in select_frames([p * time_base for p in pts], video_cfg.fps, video_cfg.max_frames)}
-    written = 0
-    with av.open(str(video)) as container:
+    times = {}
+    with av.open(str(video)) as container, _progress(progress) as bar:
+        task = bar.add_task(f"Extracting frames from {video.name}", total=len(keep))
         for frame in container.decode(container.streams.video[0]):
             if frame.pts in keep:
-                frame.to_image().save(folder / f"frame_{written:05d}.jpg", quality=FRAME_JPEG_QUALITY)
-                written += 1
-    if written == 0:
+                name = f"frame_{len(times):05d}.jpg"
+                frame.to_image().save(folder / name, quality=FRAME_JPEG_QUALITY)
+                times[name] = frame.pts * time_base
+                bar.advance(task)
+    if not times:
         raise DatasetError(f"{video}: no decodable video frames")
+    (folder / FRAME_TIMES).write_text(json.dumps(times, indent=1))
 
 
-def extract_frames(video: Path, video_cfg: VideoConfig, folder: Path) -> Path:
+def extract_frames(
+    video: Path, video_cfg: VideoConfig, folder: Path, progress: bool = True
+) -> dict[str, float]:
     """Write the frames kept from `video` to `folder` as `frame_00000.jpg`, … (cached while the video and
-    `video_cfg` are unchanged) and return `folder`.
+    `video_cfg` are unchanged).
+
+    Args:
+        video: the video file.
+        video_cfg: frame rate and count to keep.
+        folder: output folder, replaced when the video or `video_cfg` changed.
+        progress: show a progress bar while decoding.
+
+    Returns:
+        The time (seconds into the video) of each written frame, by file name.
 
     Raises:
         DatasetError: naming the video when it cannot be opened or decoded.
@@ -318,17 +330,17 @@ def extract_frames(video: Path, video_cfg: VideoConfig, folder: Path) -> Path:
     if not stamp_matches(folder, key):
         try:
             with replace_dir(folder, key) as tmp:
-                _write_frames(video, video_cfg, tmp)
-        except (av.error.FFmpegError, OSError) as exc:
+                _write_frames(video, video_cfg, tmp, progress)
+        except av.error.FFmpegError as exc:
             raise DatasetError(f"{video}: cannot read video ({exc})") from exc
-    return folder
+    return json.loads((folder / FRAME_TIMES).read_text())
 
 
 def read_video(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneData:
     """Keep frames of the video at `cfg.path` (`cfg.video`), pose them with SfM and read them.
 
     Frames are kept at `cfg.video.fps` (at most `cfg.video.max_frames`, evenly spaced) and written to
-    `workdir/frames/`. Matching follows `cfg.sfm.matching` as given; "sequential" suits video (neighbouring
+    `workdir/frames/`; `metadata["frame_times"]` holds each posed frame's time in the video (seconds). Matching follows `cfg.sfm.matching`; "auto" (the default) is "sequential" for video (neighbouring
     frames overlap) and scales to many frames, "exhaustive" is more robust for a few dozen.
 
     Args:
@@ -342,5 +354,8 @@ def read_video(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneDa
     video = Path(cfg.path)
     if not video.is_file():
         raise DatasetError(f"{video}: video not found")
-    frames = extract_frames(video, cfg.video, Path(workdir) / "frames")
-    return _scene_from_folder(frames, cfg, workdir, "video", progress)
+    frames = Path(workdir) / "frames"
+    times = extract_frames(video, cfg.video, frames, progress)
+    scene = _scene_from_folder(frames, cfg, workdir, "video", progress)
+    scene.metadata["frame_times"] = [times[p.name] for p in scene.image_paths]
+    return scene

@@ -339,3 +339,50 @@ def test_nerfstudio_distortion_without_a_workdir_is_an_error(scene: Path, tmp_pa
     root = _nerfstudio_with_distortion(scene, tmp_path / "ns", "OPENCV", {"k1": -0.1})
     with pytest.raises(DatasetError, match=r"transforms\.json: frames have lens distortion"):
         read_nerfstudio(root)
+
+
+def _with_meta(scene: Path, out: Path, n_masks: int = 0, **changes: object) -> Path:
+    """A copy of the sample scene's transforms.json that points at its images, without depth or split, with
+    top-level keys changed and `mask_path`s on the first `n_masks` frames."""
+    meta = json.loads((scene / "transforms.json").read_text())
+    for i, frame in enumerate(meta["frames"]):
+        if i < n_masks:
+            frame["mask_path"] = f"masks/{Path(frame['file_path']).name}"
+        frame["file_path"] = str(scene / frame["file_path"])
+        del frame["depth_file_path"]
+    del meta["train_filenames"], meta["test_filenames"]
+    meta.update(changes)
+    out.mkdir(parents=True)
+    (out / "transforms.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_nerfstudio_k3_becomes_full_opencv_and_k4_is_refused(scene: Path, tmp_path: Path) -> None:
+    root = _with_meta(scene, tmp_path / "k3", camera_model="OPENCV", k1=-0.1, k3=0.02)
+    data = read_nerfstudio(root, workdir=tmp_path / "work")
+    K0 = _pinhole_K(scene)
+    camera = pycolmap.Camera(
+        model="FULL_OPENCV",
+        width=WIDTH,
+        height=HEIGHT,
+        params=[*K0[[0, 1, 0, 1], [0, 1, 2, 2]], -0.1, 0, 0, 0, 0.02, 0, 0, 0],
+    )
+    expected = pycolmap.undistort_camera(pycolmap.UndistortCameraOptions(), camera)
+    np.testing.assert_allclose(data.cameras.Ks[0].double().numpy(), expected.calibration_matrix(), rtol=1e-6)
+    # Undistorted copies of absolute paths are named by index, inside the work folder.
+    assert data.image_paths[1] == tmp_path / "work" / "undistorted" / "images" / "00001_frame_00001.png"
+
+    root = _with_meta(scene, tmp_path / "k4", camera_model="OPENCV", k1=-0.1, k4=0.01)
+    with pytest.raises(DatasetError, match="k4"):
+        read_nerfstudio(root, workdir=tmp_path / "work")
+
+
+def test_nerfstudio_pinhole_frames_keep_their_files_and_masks(scene: Path, tmp_path: Path) -> None:
+    root = _with_meta(scene, tmp_path / "ns", n_masks=3, applied_transform=np.eye(4)[:3].tolist())
+    data = read_nerfstudio(root, workdir=tmp_path / "work")
+    assert data.image_paths == read_nerfstudio(scene).image_paths
+    assert data.mask_paths == [root / "masks" / f"frame_{i:05d}.png" for i in range(3)] + [None] * (
+        N_VIEWS - 3
+    )
+    assert data.metadata["applied_transform"] == np.eye(4)[:3].tolist()
+    assert not (tmp_path / "work").exists()

@@ -137,3 +137,18 @@ def test_a_folder_that_is_not_a_scene_is_never_written_into(sample: Path, tmp_pa
     done = _run("reconstruct", str(sample), "-o", str(precious), *FAST)
     assert done.returncode == 2 and "not a splat4d scene" in done.stderr
     assert sorted(p.name for p in precious.iterdir()) == ["thesis.tex"]
+
+
+def test_raw_photos_become_an_evaluated_scene(shared_data: Path, tmp_path: Path) -> None:
+    """The real photo set: 11 JPEGs → pycolmap SfM → training (short schedule) → metrics, with one command."""
+    photos = shared_data / "sceaux_castle" / "images"
+    out = tmp_path / "castle"
+    args = ("--steps", "30", "--data.downscale", "4", "--data.test-every", "4")
+    done = _run("reconstruct", str(photos), "-o", str(out), *args, *FAST)
+    assert done.returncode == 0, done.stderr
+    cameras = json.loads((out / "cameras.json").read_text())["cameras"]
+    assert len(cameras) >= 9  # pycolmap registers 11/11 here
+    assert cameras[0]["width"] == 708 and cameras[0]["height"] == 532
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["num_views"] >= 2 and metrics["psnr"] > 8
+    assert (out / "cache").is_dir() and (out / "point_cloud.ply").is_file()
