@@ -58,9 +58,12 @@ class Demo:
         photos = self.out / "photos"
         print(f"generating the sample scene in {photos} ...")
         write_sample_scene(load_recipe(self.recipe), photos, overwrite=True)
-        Reconstruct(
-            input=photos, out=self.out / "scene", preset=self.preset, device=self.device, overwrite=True
-        ).main()
+        scene = self.out / "scene"
+        Reconstruct(input=photos, out=scene, preset=self.preset, device=self.device, overwrite=True).main()
+        print(
+            f"to look at it: the held-out views side by side (photo | render | depth) are in {scene / 'eval'}/; "
+            f"{scene / 'point_cloud.ply'} opens in 3DGS viewers such as SuperSplat"
+        )
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Reconstruct:
     pipeline: Literal["static"] = "static"
     """Reconstruction method."""
     preset: Literal["fast", "default", "quality"] = "default"
-    """fast: 1.5k steps (minutes on a CPU); default: 3DGS's 30k steps; quality: 30k steps with 3DGS-as-MCMC."""
+    """fast: 1.2k steps (minutes on a CPU); default: 3DGS's 30k steps; quality: 30k steps with 3DGS-as-MCMC."""
     steps: int | None = None
     """Override the preset's number of steps (its schedules are scaled to match)."""
     strategy: Literal["preset", "default", "mcmc"] = "preset"

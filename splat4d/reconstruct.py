@@ -8,6 +8,7 @@ the newest checkpoint; a folder that holds something else is never written into.
 Pipelines are passed in (`PipelineSpec`), so this module stays below `pipelines/` in the layering.
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,7 @@ def reconstruct(
     """Read `cfg.data`, train `spec`'s pipeline with `cfg`, write the scene folder `out`, evaluate it."""
     console = console or Console()
     out = Path(out)
-    cfg.data.path = Path(cfg.data.path).resolve()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=Path(cfg.data.path).resolve()))
     if not cfg.data.path.exists():
         raise DatasetError(f"{cfg.data.path}: does not exist")
     resuming = prepare_output(out, _record(pipeline_name, preset, cfg), overwrite)

@@ -45,6 +45,9 @@ class TrainerConfig:
     """How many of the newest checkpoints to keep."""
     log_every: int = 50
     """Write a line to log.jsonl every this many steps."""
+    coarse_until: int = 0
+    """Coarse to fine: train on images at half the resolution until this step (4× fewer pixels per step, for
+    the early steps where the scene is still blurry), then at full resolution. 0: full resolution throughout."""
     seed: int = 0
     progress: bool = True
     """Show a progress bar."""
@@ -104,6 +107,7 @@ class Trainer:
         self.sampler = TrainSampler(len(dataset), seed=self.cfg.seed)
         self.step = 0
         self.seconds = 0.0
+        self._coarse: ImageDataset | None = None
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -147,7 +151,7 @@ class Trainer:
         lr_means = self.optim_cfg.means_lr_at(step, self.cfg.steps, self.scene_scale)
         if "means" in self.optimizers:
             set_lr(self.optimizers["means"], lr_means)
-        batch = self.dataset[next(self.sampler)]
+        batch = self._dataset_for(step)[next(self.sampler)]
         result = self.pipeline.train_step(batch, step)
         regularizers = self.strategy.regularization_losses(self.pipeline.gaussians)
         loss = result.loss + sum(regularizers.values())
@@ -166,6 +170,15 @@ class Trainer:
             **result.logs,
             **{k: float(v.detach()) for k, v in regularizers.items()},
         }
+
+    def _dataset_for(self, step: int) -> ImageDataset:
+        if step >= self.cfg.coarse_until:
+            self._coarse = None  # no longer needed: free its images
+            return self.dataset
+        if self._coarse is None:
+            d = self.dataset
+            self._coarse = ImageDataset(d.scene, d.indices, d.downscale * 2, d.device)
+        return self._coarse
 
     def train(self) -> TrainResult:
         """Train to `cfg.steps`, resuming from the newest checkpoint when there is one."""

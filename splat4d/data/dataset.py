@@ -135,6 +135,7 @@ class ImageDataset:
         if bad:
             raise IndexError(f"ImageDataset: indices {bad[:5]} out of range for a scene of {n_scene} images")
         self.scene = scene
+        self.downscale = downscale
         self.device = torch.device(device)
         self.indices = list(indices)
         full_w, full_h = scene.cameras.width, scene.cameras.height

@@ -148,7 +148,9 @@ def test_raw_photos_become_an_evaluated_scene(shared_data: Path, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     cameras = json.loads((out / "cameras.json").read_text())["cameras"]
     assert len(cameras) >= 9  # pycolmap registers 11/11 here
-    assert cameras[0]["width"] == 708 and cameras[0]["height"] == 532
+    # Undistortion (SIMPLE_RADIAL → pinhole) resizes the 708×532 photos a little; all stay one size.
+    sizes = {(c["width"], c["height"]) for c in cameras}
+    assert len(sizes) == 1 and abs(cameras[0]["width"] - 708) < 60 and abs(cameras[0]["height"] - 532) < 45
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["num_views"] >= 2 and metrics["psnr"] > 8
     assert (out / "cache").is_dir() and (out / "point_cloud.ply").is_file()

@@ -41,7 +41,7 @@ def _trainer(scene, out: Path, steps: int, strategy=None, callbacks=None) -> Tra
     cfg.init = InitConfig(sh_degree=1)
     cfg.sh_degree_interval = 20
     cfg.strategy = strategy
-    cfg.trainer = TrainerConfig(steps=steps, checkpoint_every=10, progress=False, seed=3)
+    cfg.trainer = TrainerConfig(steps=steps, checkpoint_every=10, progress=False, seed=3, coarse_until=8)
     pipeline = build(cfg, scene, torch.device("cpu"))
     data = ImageDataset(scene, scene.train_indices)
     return Trainer(
@@ -97,3 +97,18 @@ def test_finished_run_is_not_retrained(tiny_scene, tmp_path: Path) -> None:
     result = again.train()
     assert result.step == 12
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_coarse_steps_train_at_half_resolution(tiny_scene, tmp_path: Path) -> None:
+    trainer = _trainer(tiny_scene, tmp_path, steps=12)
+    seen = []
+    step_fn = trainer.pipeline.train_step
+
+    def spy(batch, step):
+        seen.append((step, batch.rgb.shape[1:3], batch.cameras.width))
+        return step_fn(batch, step)
+
+    trainer.pipeline.train_step = spy
+    trainer.train()
+    assert seen[0] == (0, (24, 32), 32) and seen[7][1:] == ((24, 32), 32)
+    assert seen[8] == (8, (48, 64), 64) and seen[-1][0] == 11
