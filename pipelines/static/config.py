@@ -59,18 +59,23 @@ PRESETS: dict[str, StaticConfig] = {
 }
 
 
+MIN_RESET_RECOVERY = 300
+"""Steps an opacity reset needs before the image recovers; schedules squeezed below this skip resets."""
+
+
 def with_steps(cfg: StaticConfig, steps: int) -> StaticConfig:
-    """`cfg` trained for `steps` instead: step-based schedules (densification window, opacity resets, SH warm-up)
-    are scaled by the same factor, so `--steps` shortens or lengthens a preset without breaking it."""
+    """`cfg` trained for `steps` instead: step-based schedules (densification window, opacity resets, SH warm-up,
+    half-resolution start) are scaled by the same factor, so `--steps` shortens or lengthens a preset without
+    breaking it. The refinement interval is kept (refining more often would multiply the Gaussians in a short
+    run), and opacity resets are dropped when they would come less than MIN_RESET_RECOVERY steps apart."""
     factor = steps / cfg.trainer.steps
     strategy = cfg.strategy
     changes = {}
     for name in ("refine_start_iter", "refine_stop_iter", "reset_every"):
         if hasattr(strategy, name):
             changes[name] = max(1, round(getattr(strategy, name) * factor))
-    if hasattr(strategy, "refine_every") and factor < 1:
-        window = changes.get("refine_stop_iter", 0) - changes.get("refine_start_iter", 0)
-        changes["refine_every"] = max(10, min(strategy.refine_every, window // 10 or strategy.refine_every))
+    if changes.get("reset_every", MIN_RESET_RECOVERY) < MIN_RESET_RECOVERY:
+        changes["reset_every"] = steps + 1
     return dataclasses.replace(
         cfg,
         trainer=dataclasses.replace(

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import yaml
 
@@ -143,7 +145,7 @@ def test_raw_photos_become_an_evaluated_scene(shared_data: Path, tmp_path: Path)
     """The real photo set: 11 JPEGs → pycolmap SfM → training (short schedule) → metrics, with one command."""
     photos = shared_data / "sceaux_castle" / "images"
     out = tmp_path / "castle"
-    args = ("--steps", "30", "--data.downscale", "4", "--data.test-every", "4")
+    args = ("--steps", "150", "--data.downscale", "4", "--data.test-every", "4")
     done = _run("reconstruct", str(photos), "-o", str(out), *args, *FAST)
     assert done.returncode == 0, done.stderr
     cameras = json.loads((out / "cameras.json").read_text())["cameras"]
@@ -152,5 +154,11 @@ def test_raw_photos_become_an_evaluated_scene(shared_data: Path, tmp_path: Path)
     sizes = {(c["width"], c["height"]) for c in cameras}
     assert len(sizes) == 1 and abs(cameras[0]["width"] - 708) < 60 and abs(cameras[0]["height"] - 532) < 45
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["num_views"] >= 2 and metrics["psnr"] > 8
-    assert (out / "cache").is_dir() and (out / "point_cloud.ply").is_file()
+    assert metrics["split"] == "test" and metrics["num_views"] == 3
+    # Held-out views are far closer to the photos than an empty (black) render is (~3-5 dB here).
+    photos_eval = [
+        iio.imread(p)[:, : iio.imread(p).shape[1] // 3] / 255.0 for p in sorted((out / "eval").glob("*.png"))
+    ]
+    black_psnr = np.mean([-10 * np.log10((photo**2).mean()) for photo in photos_eval])
+    assert metrics["psnr"] > black_psnr + 5, (metrics["psnr"], black_psnr)
+    assert (out / "cache" / "sfm").is_dir() and (out / "point_cloud.ply").is_file()
