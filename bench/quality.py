@@ -11,12 +11,14 @@ sceaux_registered_images / sceaux_train_psnr (11 raw JPEGs → pycolmap SfM → 
 
 import argparse
 import dataclasses
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import write_results
+from common import RESULTS, device_name, write_results
 from rich.console import Console
 
 from pipelines import PIPELINES
@@ -46,6 +48,7 @@ def _run(
     m = result.metrics
     row = {
         "scene": name,
+        "command": "python " + " ".join(sys.argv),
         "preset": preset,
         "steps": m["steps"],
         "train_seconds": round(m["train_seconds"], 1),
@@ -63,6 +66,23 @@ def _run(
     }
     print(row, flush=True)
     return {"row": row, "result": result}
+
+
+def _keep_other_scenes(
+    device: torch.device, scenes: list[str], figures: dict, rows: list, missing: dict
+) -> None:
+    """Running some scenes keeps the committed results of the others (each row records its own command)."""
+    path = RESULTS / f"quality-{device_name(device)}.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    for key, value in old.get("figures", {}).items():
+        if key.split("_")[0] not in scenes:
+            figures.setdefault(key, value)
+    for key, why in old.get("missing", {}).items():
+        if key.split("_")[0] not in scenes:
+            missing.setdefault(key, why)
+    rows[:0] = [r for r in old.get("rows", []) if r.get("scene") not in scenes]
 
 
 def main() -> None:
@@ -111,6 +131,7 @@ def main() -> None:
         elif "sceaux" in args.scenes:
             missing["sceaux_registered_images"] = missing["sceaux_train_psnr"] = f"{sceaux} not found"
 
+    _keep_other_scenes(device, args.scenes, figures, rows, missing)
     path = write_results("quality", device, figures, rows, missing)
     print(f"wrote {path}")
 

@@ -39,3 +39,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def reconstructed_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scene folder made by `splat4d reconstruct` (tiny procedural scene, 60 CPU steps), shared by the session.
+
+    Tests must not modify it; copy it first (shutil.copytree) if they do.
+    """
+    import torch
+
+    from pipelines import PIPELINES
+    from splat4d.data.config import DataConfig
+    from splat4d.data.synthetic import SampleConfig, write_sample_scene
+    from splat4d.reconstruct import reconstruct
+
+    root = tmp_path_factory.mktemp("reconstructed")
+    photos = write_sample_scene(SampleConfig(n_views=10, width=80, height=60), root / "photos")
+    spec = PIPELINES["static"]
+    cfg = spec.with_steps(spec.presets["fast"], 60)
+    cfg.data = DataConfig(path=photos)
+    cfg.trainer.progress = False
+    reconstruct(spec, "static", "fast", cfg, root / "scene", torch.device("cpu"))
+    return root / "scene"
