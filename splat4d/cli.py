@@ -13,6 +13,10 @@ import tyro
 
 from splat4d.data.config import DataConfig
 from splat4d.data.synthetic import SampleConfig, load_recipe, write_sample_scene
+from splat4d.export.mesh import MeshExport
+from splat4d.export.splats import PlyExport
+from splat4d.export.video import VideoExport
+from splat4d.mesh_metrics import EvalMesh
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "assets" / "samples" / "static.json"
 
@@ -168,11 +172,32 @@ def _run_reporting_errors(fn):
         raise SystemExit(130) from None
 
 
+def _with_pipelines(command: type) -> type:
+    """`command` whose `main()` is handed the pipeline registry, imported here (the composition root) so that the
+    export modules in the core never import `pipelines`."""
+
+    def main(self):
+        from pipelines import PIPELINES
+
+        return _run_reporting_errors(lambda: command.main(self, PIPELINES))
+
+    return dataclass(type(command.__name__, (command,), {"main": main, "__doc__": command.__doc__}))
+
+
+Export = (
+    Annotated[_with_pipelines(PlyExport), tyro.conf.subcommand("ply")]
+    | Annotated[_with_pipelines(VideoExport), tyro.conf.subcommand("video")]
+    | Annotated[_with_pipelines(MeshExport), tyro.conf.subcommand("mesh")]
+)
+"""`splat4d export ply|video|mesh SCENE`."""
+
 COMMANDS = {
     "sample": Sample,
     "demo": Demo,
     "reconstruct": Reconstruct,
     "eval": Eval,
+    "export": Export,
+    "eval-mesh": EvalMesh,
 }
 
 

@@ -1,0 +1,1 @@
+"""Exports of a trained scene: meshes, splat files, camera paths and videos."""

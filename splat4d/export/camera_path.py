@@ -1,0 +1,292 @@
+"""Camera paths for videos: an orbit, an ellipse or spiral fitted to the capture, a smooth path through chosen
+training cameras, and nerfstudio's `camera_path.json`.
+
+Every path is a `Cameras` batch (OpenCV axes, `T_world_cam`) with the training cameras' intrinsics, rescaled to
+the requested image size. "Up" is the training cameras' mean up direction (−y in OpenCV axes), so paths stay level
+with the capture however the world frame is oriented.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from splat4d.cameras import Cameras
+from splat4d.geometry import OPENGL_FROM_OPENCV, look_at
+from splat4d.initialization import look_at_point
+
+
+class CameraPathError(ValueError):
+    """A camera path cannot be built or read; the message says why."""
+
+
+# --- quaternions (w, x, y, z) ---------------------------------------------------------------------------------
+
+
+def quat_to_rotmat(quats: Float[Tensor, "*B 4"]) -> Float[Tensor, "*B 3 3"]:
+    """Rotation matrices of (not necessarily unit) quaternions (w, x, y, z)."""
+    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]  # fmt: skip
+    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
+
+
+def rotmat_to_quat(R: Float[Tensor, "*B 3 3"]) -> Float[Tensor, "*B 4"]:
+    """Unit quaternions (w, x, y, z), w >= 0, of rotation matrices.
+
+    Shepperd's method: of the four equivalent formulas, each matrix uses the one whose divisor (4·w, 4·x, 4·y or
+    4·z) is largest, which keeps it accurate for every rotation (the w-only formula fails near 180°).
+    """
+    m = R.reshape(-1, 3, 3)
+    m00, m11, m22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
+    candidates = torch.stack(
+        [
+            torch.stack([1 + m00 + m11 + m22, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1),
+            torch.stack([m[:, 2, 1] - m[:, 1, 2], 1 + m00 - m11 - m22, m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0]], -1),
+            torch.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0], 1 - m00 + m11 - m22, m[:, 1, 2] + m[:, 2, 1]], -1),
+            torch.stack([m[:, 1, 0] - m[:, 0, 1], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1], 1 - m00 - m11 + m22], -1),
+        ],
+        dim=1,
+    )  # fmt: skip
+    best = torch.stack(
+        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
+    )
+    q = candidates[torch.arange(len(m)), best.argmax(-1)]
+    q = torch.nn.functional.normalize(q, dim=-1)
+    q = torch.where(q[:, :1] < 0, -q, q)
+    return q.reshape(*R.shape[:-2], 4)
+
+
+def slerp(
+    q0: Float[Tensor, "*B 4"], q1: Float[Tensor, "*B 4"], s: Float[Tensor, "*B"]
+) -> Float[Tensor, "*B 4"]:
+    """Spherical linear interpolation of unit quaternions along the shorter arc; s = 0 gives q0, s = 1 gives q1."""
+    dot = (q0 * q1).sum(-1, keepdim=True)
+    q1 = torch.where(dot < 0, -q1, q1)
+    dot = dot.abs().clamp(max=1.0)
+    s = s[..., None]
+    theta = torch.acos(dot)
+    sin_theta = torch.sin(theta)
+    # Nearly equal rotations: sin θ → 0, and linear interpolation is the limit.
+    small = sin_theta < 1e-6
+    w0 = torch.where(small, 1 - s, torch.sin((1 - s) * theta) / sin_theta.clamp_min(1e-12))
+    w1 = torch.where(small, s, torch.sin(s * theta) / sin_theta.clamp_min(1e-12))
+    return torch.nn.functional.normalize(w0 * q0 + w1 * q1, dim=-1)
+
+
+# --- paths ------------------------------------------------------------------------------------------------------
+
+
+def resized(cameras: Cameras, width: int | None = None, height: int | None = None) -> Cameras:
+    """`cameras` rendering at `width` × `height` (default: their own size), intrinsics scaled per axis."""
+    width, height = width or cameras.width, height or cameras.height
+    Ks = cameras.Ks.clone()
+    Ks[:, 0] *= width / cameras.width
+    Ks[:, 1] *= height / cameras.height
+    return Cameras(cameras.T_world_cam, Ks, width, height, cameras.times)
+
+
+def scene_up(cameras: Cameras) -> Float[Tensor, "3"]:
+    """Unit mean up direction of the cameras (−y of each OpenCV camera, averaged)."""
+    up = -cameras.T_world_cam[:, :3, 1].double().mean(0)
+    if up.norm() < 1e-6:
+        raise CameraPathError("the training cameras have no common up direction")
+    return torch.nn.functional.normalize(up, dim=0).float()
+
+
+def _path_cameras(T_world_cam: Tensor, cameras: Cameras, width: int | None, height: int | None) -> Cameras:
+    """Cameras at poses `T_world_cam` with the first training camera's intrinsics, at the requested size."""
+    n = len(T_world_cam)
+    template = Cameras(T_world_cam, cameras.Ks[:1].expand(n, 3, 3).clone(), cameras.width, cameras.height)
+    return resized(template, width, height)
+
+
+def _basis(up: Tensor, towards: Tensor) -> tuple[Tensor, Tensor]:
+    """Two unit vectors spanning the plane orthogonal to `up`, the first along `towards` projected onto it."""
+    e1 = towards - (towards @ up) * up
+    if e1.norm() < 1e-6:
+        e1 = torch.linalg.cross(up, torch.eye(3, dtype=up.dtype)[int(up.abs().argmin())])
+    e1 = torch.nn.functional.normalize(e1, dim=0)
+    return e1, torch.linalg.cross(up, e1)
+
+
+def orbit_path(
+    cameras: Cameras,
+    frames: int,
+    width: int | None = None,
+    height: int | None = None,
+    radius_scale: float = 1.0,
+) -> Cameras:
+    """One full turn around the scene centre, level with the cameras, looking at the centre.
+
+    The centre is the least-squares look-at point of the cameras; the radius and height are the cameras' mean
+    distance from the up axis through it and mean height above it. The orbit starts at the first camera's azimuth
+    and turns like a right-handed rotation about up.
+    """
+    center = look_at_point(cameras)
+    up = scene_up(cameras)
+    offsets = cameras.centers - center
+    heights = offsets @ up
+    horizontal = offsets - heights[:, None] * up
+    radius = float(horizontal.norm(dim=-1).mean()) * radius_scale
+    if radius < 1e-6:
+        raise CameraPathError("the training cameras lie on one vertical line; no orbit radius")
+    e1, e2 = _basis(up, horizontal[0])
+    angles = torch.arange(frames, dtype=torch.float32) * (2 * math.pi / frames)
+    eyes = (
+        center
+        + heights.mean() * up
+        + radius * (torch.cos(angles)[:, None] * e1 + torch.sin(angles)[:, None] * e2)
+    )
+    poses = torch.stack([look_at(eye, center, up) for eye in eyes])
+    return _path_cameras(poses, cameras, width, height)
+
+
+def spiral_path(
+    cameras: Cameras,
+    frames: int,
+    width: int | None = None,
+    height: int | None = None,
+    turns: float = 1.0,
+    spiral_height: float | None = None,
+) -> Cameras:
+    """An ellipse fitted to the camera centres (PCA plane fit), optionally rising and falling like a spiral, looking
+    at the scene centre.
+
+    The ellipse lies in the centres' best-fit plane, with semi-axes √2 × their standard deviation along its two
+    principal directions (the radii of a circle or ellipse the centres were sampled evenly from). With
+    `spiral_height` (None: the centres' standard deviation off the plane), the camera also moves sin(2π s · turns)
+    × spiral_height along the plane's normal while going round `turns` times.
+    """
+    if len(cameras) < 3:
+        raise CameraPathError("a spiral needs at least 3 training cameras to fit a plane")
+    centres = cameras.centers.double()
+    mean = centres.mean(0)
+    _, S, Vh = torch.linalg.svd(centres - mean, full_matrices=False)
+    std = S / math.sqrt(len(centres))
+    e1, e2, normal = Vh[0], Vh[1], Vh[2]
+    up = scene_up(cameras).double()
+    if normal @ up < 0:
+        normal, e2 = -normal, -e2  # keep (e1, e2, normal) right-handed with the normal pointing up
+    amplitude = float(std[2]) if spiral_height is None else spiral_height
+    s = torch.arange(frames, dtype=torch.float64) / frames
+    angles = 2 * math.pi * turns * s
+    eyes = (
+        mean
+        + math.sqrt(2) * std[0] * torch.cos(angles)[:, None] * e1
+        + math.sqrt(2) * std[1] * torch.sin(angles)[:, None] * e2
+        + amplitude * torch.sin(2 * math.pi * s)[:, None] * normal
+    ).float()
+    center = look_at_point(cameras)
+    poses = torch.stack([look_at(eye, center, up.float()) for eye in eyes])
+    return _path_cameras(poses, cameras, width, height)
+
+
+def _catmull_rom(points: Tensor, u: Tensor) -> Tensor:
+    """Uniform Catmull-Rom spline through `points` [K, D] at parameters u in [0, K−1]: passes through point i at
+    u = i; the end tangents come from mirrored end points."""
+    K = len(points)
+    padded = torch.cat([2 * points[:1] - points[1:2], points, 2 * points[-1:] - points[-2:-1]])
+    i = u.floor().long().clamp(0, K - 2)
+    s = (u - i)[:, None]
+    p0, p1, p2, p3 = padded[i], padded[i + 1], padded[i + 2], padded[i + 3]
+    return 0.5 * (
+        2 * p1 + (p2 - p0) * s + (2 * p0 - 5 * p1 + 4 * p2 - p3) * s**2 + (3 * p1 - p0 - 3 * p2 + p3) * s**3
+    )
+
+
+def interpolate_path(
+    cameras: Cameras,
+    keyframes: list[int],
+    frames: int,
+    width: int | None = None,
+    height: int | None = None,
+) -> Cameras:
+    """A smooth path through the cameras `keyframes` (indices into `cameras`), in that order.
+
+    Positions follow a Catmull-Rom spline, rotations slerp between consecutive keys, intrinsics (and times, when
+    the cameras have them) interpolate linearly. The `frames` samples are spread evenly in the spline parameter from
+    the first key to the last; when frames − 1 is a multiple of len(keyframes) − 1 every key is one of them,
+    exactly.
+    """
+    if len(keyframes) < 2 or frames < 2:
+        raise CameraPathError("interpolation needs at least 2 keyframes and 2 frames")
+    if not all(-len(cameras) <= k < len(cameras) for k in keyframes):
+        raise CameraPathError(f"keyframes {keyframes} out of range for {len(cameras)} cameras")
+    keys = cameras[torch.tensor(keyframes)]
+    K = len(keys)
+    u = torch.linspace(0, K - 1, frames, dtype=torch.float64)
+    positions = _catmull_rom(keys.centers.double(), u)
+    i = u.floor().long().clamp(0, K - 2)
+    s = u - i
+    quats = rotmat_to_quat(keys.T_world_cam[:, :3, :3].double())
+    rotations = quat_to_rotmat(slerp(quats[i], quats[i + 1], s))
+    T = torch.eye(4, dtype=torch.float64).repeat(frames, 1, 1)
+    T[:, :3, :3], T[:, :3, 3] = rotations, positions
+
+    def lerp(x: Tensor) -> Tensor:
+        x = x.double()
+        w = s.reshape(-1, *[1] * (x.dim() - 1))
+        return (1 - w) * x[i] + w * x[i + 1]
+
+    # At a key, s is 0 (or 1 at the last): take the key's own pose so it is reproduced to the last bit.
+    exact = s == 0
+    T[exact] = keys.T_world_cam[i[exact]].double()
+    last = u == K - 1
+    T[last] = keys.T_world_cam[-1].double()
+    times = None if keys.times is None else lerp(keys.times).float()
+    path = Cameras(
+        T.to(cameras.T_world_cam.dtype), lerp(keys.Ks).float(), cameras.width, cameras.height, times
+    )
+    return resized(path, width, height)
+
+
+class ImportedPath(NamedTuple):
+    cameras: Cameras
+    """The path's cameras (OpenCV axes), with `times` when every keyframe of the file has a `time`."""
+    fps: float
+    """Frames per second the file asks for."""
+
+
+def load_nerfstudio_camera_path(
+    path: Path, width: int | None = None, height: int | None = None
+) -> ImportedPath:
+    """Read a nerfstudio `camera_path.json` (as written by its viewer's render panel).
+
+    Each entry of `camera_path` holds `camera_to_world` (16 floats, a row-major 4x4 in OpenGL axes: x right, y up,
+    looking down −z), `fov` (vertical, degrees) and optionally `time`; the file holds `render_width`,
+    `render_height` and `fps`. Poses are taken to be in the scene's world frame. Intrinsics are square-pixel
+    pinhole ones centred in the image, at `width` × `height` when given (the vertical field of view is kept).
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        entries = doc["camera_path"]
+        W = int(width or doc["render_width"])
+        H = int(height or doc["render_height"])
+        fps = float(doc.get("fps", 24))
+        c2w = torch.tensor([e["camera_to_world"] for e in entries], dtype=torch.float64).reshape(-1, 4, 4)
+        fovs = torch.tensor(
+            [float(e.get("fov", doc.get("default_fov", 50.0))) for e in entries], dtype=torch.float64
+        )
+        times = [e.get("time") for e in entries]
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CameraPathError(f"{path}: not a readable nerfstudio camera path ({exc})") from None
+    if not entries:
+        raise CameraPathError(f"{path}: camera_path is empty")
+    T_world_cam = c2w @ OPENGL_FROM_OPENCV.double()
+    focal = 0.5 * H / torch.tan(torch.deg2rad(fovs) / 2)
+    Ks = torch.zeros(len(entries), 3, 3, dtype=torch.float64)
+    Ks[:, 0, 0], Ks[:, 1, 1], Ks[:, 0, 2], Ks[:, 1, 2], Ks[:, 2, 2] = focal, focal, W / 2, H / 2, 1.0
+    has_times = all(t is not None for t in times)
+    cameras = Cameras(
+        T_world_cam.float(), Ks.float(), W, H, torch.tensor(times, dtype=torch.float32) if has_times else None
+    )
+    return ImportedPath(cameras, fps)
