@@ -179,7 +179,10 @@ def _with_pipelines(command: type) -> type:
     def main(self):
         from pipelines import PIPELINES
 
-        return _run_reporting_errors(lambda: command.main(self, PIPELINES))
+        written = _run_reporting_errors(lambda: command.main(self, PIPELINES))
+        for path in written if isinstance(written, list) else [written]:
+            print(f"wrote {path}")
+        return written
 
     return dataclass(type(command.__name__, (command,), {"main": main, "__doc__": command.__doc__}))
 

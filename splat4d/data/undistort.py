@@ -22,6 +22,7 @@ from jaxtyping import Float
 from rich.progress import track
 
 from splat4d.data.base import DatasetError
+from splat4d.io.atomic import apply_default_permissions
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 """pycolmap camera models that need no resampling."""
@@ -69,6 +70,7 @@ def replace_dir(target: Path, key: dict) -> Iterator[Path]:
         old = target.with_name(f"{tmp.name}.old")
         if target.exists():
             os.replace(target, old)
+        apply_default_permissions(tmp)
         os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -27,6 +27,7 @@ from splat4d.export.camera_path import (
     spiral_path,
 )
 from splat4d.gaussians import Gaussians4D
+from splat4d.io.atomic import apply_default_permissions
 from splat4d.pipeline import PipelineSpec
 from splat4d.render import RenderOutput
 
@@ -111,6 +112,7 @@ def write_mp4(frames: Iterable[np.ndarray], out: Path, fps: float | int) -> int:
             raise ValueError("no frames to write")
         writer.close()
         writer = None
+        apply_default_permissions(tmp)
         os.replace(tmp, out)
     finally:
         if writer is not None:
@@ -133,6 +135,7 @@ def write_pngs(frames: Iterable[np.ndarray], folder: Path) -> int:
             iio.imwrite(tmp / f"frame_{count - 1:05d}.png", frame)
         if folder.exists():
             shutil.rmtree(folder)
+        apply_default_permissions(tmp)
         os.replace(tmp, folder)
     finally:
         if tmp.exists():

@@ -71,3 +71,13 @@ def test_a_point_cloud_is_not_a_splat_file(tmp_path: Path) -> None:
     (tmp_path / "t.ply").write_bytes(b"not a ply")
     with pytest.raises(PlyError, match=r"t\.ply: not a PLY file"):
         read_ply(tmp_path / "t.ply")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Atomic writes go through tempfile (0600); the output must still be readable like any file the user makes."""
+    import os
+
+    write_ply(tmp_path / "a.ply", _random_gaussians(n=2))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.ply").stat().st_mode & 0o777 == 0o666 & ~umask
