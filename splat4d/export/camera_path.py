@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from splat4d.cameras import Cameras
-from splat4d.geometry import OPENGL_FROM_OPENCV, look_at
+from splat4d.geometry import OPENGL_FROM_OPENCV, look_at, quat_to_rotmat, rotmat_to_quat
 from splat4d.initialization import look_at_point
 
 
@@ -25,43 +25,6 @@ class CameraPathError(ValueError):
 
 
 # --- quaternions (w, x, y, z) ---------------------------------------------------------------------------------
-
-
-def quat_to_rotmat(quats: Float[Tensor, "*B 4"]) -> Float[Tensor, "*B 3 3"]:
-    """Rotation matrices of (not necessarily unit) quaternions (w, x, y, z)."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
-
-
-def rotmat_to_quat(R: Float[Tensor, "*B 3 3"]) -> Float[Tensor, "*B 4"]:
-    """Unit quaternions (w, x, y, z), w >= 0, of rotation matrices.
-
-    Shepperd's method: of the four equivalent formulas, each matrix uses the one whose divisor (4·w, 4·x, 4·y or
-    4·z) is largest, which keeps it accurate for every rotation (the w-only formula fails near 180°).
-    """
-    m = R.reshape(-1, 3, 3)
-    m00, m11, m22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
-    candidates = torch.stack(
-        [
-            torch.stack([1 + m00 + m11 + m22, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1),
-            torch.stack([m[:, 2, 1] - m[:, 1, 2], 1 + m00 - m11 - m22, m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0]], -1),
-            torch.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0], 1 - m00 + m11 - m22, m[:, 1, 2] + m[:, 2, 1]], -1),
-            torch.stack([m[:, 1, 0] - m[:, 0, 1], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1], 1 - m00 - m11 + m22], -1),
-        ],
-        dim=1,
-    )  # fmt: skip
-    best = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-    )
-    q = candidates[torch.arange(len(m)), best.argmax(-1)]
-    q = torch.nn.functional.normalize(q, dim=-1)
-    q = torch.where(q[:, :1] < 0, -q, q)
-    return q.reshape(*R.shape[:-2], 4)
 
 
 def slerp(

@@ -15,8 +15,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 import cuda_rasterizer as cr
-from splat4d.export.camera_path import rotmat_to_quat
 from splat4d.gaussians import Gaussians, Gaussians4D
+from splat4d.geometry import rotmat_to_quat
 from splat4d.io.ply import write_ply, write_ply_4d
 from splat4d.io.splat import write_splat
 from splat4d.pipeline import PipelineSpec

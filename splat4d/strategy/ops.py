@@ -18,19 +18,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from splat4d.gaussians import Gaussians
+from splat4d.geometry import quat_to_rotmat
 from splat4d.strategy.base import Optimizers, StrategyState
 from splat4d.strategy.gsplat_adapter import gsplat_view
-
-
-def quat_rotmats(quats: Float[Tensor, "*B 4"]) -> Float[Tensor, "*B 3 3"]:
-    """Rotation matrices of (w, x, y, z) quaternions, normalised here."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
 
 
 def quat_scale_to_covar_preci(
@@ -53,7 +43,7 @@ def quat_scale_to_covar_preci(
     Returns:
         (covars, precis), each [*B, 3, 3] ([*B, 6] with `triu`) or None.
     """
-    R = quat_rotmats(quats)
+    R = quat_to_rotmat(quats)
 
     def sandwich(diag: Tensor) -> Tensor:
         M = R * diag[..., None, :]  # R diag(d): column j of R scaled by d_j

@@ -12,13 +12,11 @@ from splat4d.export.camera_path import (
     interpolate_path,
     load_nerfstudio_camera_path,
     orbit_path,
-    quat_to_rotmat,
-    rotmat_to_quat,
     scene_up,
     slerp,
     spiral_path,
 )
-from splat4d.geometry import look_at
+from splat4d.geometry import look_at, quat_to_rotmat, rotmat_to_quat
 
 CENTER = torch.tensor([0.5, -1.0, 2.0])
 UP = torch.nn.functional.normalize(torch.tensor([0.2, 0.1, 1.0]), dim=0)
