@@ -99,6 +99,13 @@ class Reconstruct:
     """Start over in an OUT that already holds a run (its checkpoints and results are deleted)."""
     progress: bool = True
     """Show progress bars."""
+    viewer: bool = False
+    """Watch training live in the browser (see `splat4d view --help`); pause/resume it from there."""
+    viewer_host: str = "127.0.0.1"
+    """Address the live viewer listens on (only this machine by default)."""
+    viewer_port: int = 8080
+    viewer_wait: bool = True
+    """With --viewer: keep the viewer open after training until Ctrl-C."""
 
     def main(self) -> None:
         import dataclasses
@@ -118,11 +125,33 @@ class Reconstruct:
             data=dataclasses.replace(self.data, path=self.input),
             trainer=dataclasses.replace(cfg.trainer, progress=self.progress),
         )
-        result = _run_reporting_errors(
-            lambda: reconstruct(
-                spec, self.pipeline, self.preset, cfg, self.out, resolve_device(self.device), self.overwrite
+        device = resolve_device(self.device)
+        live = None
+        if self.viewer:
+            from viewer import LiveViewer, ViewerConfig
+
+            live = LiveViewer(
+                ViewerConfig(host=self.viewer_host, port=self.viewer_port), device, cfg.trainer.steps
             )
-        )
+            print(f"live viewer: {live.app.url}")
+        try:
+            result = _run_reporting_errors(
+                lambda: reconstruct(
+                    spec,
+                    self.pipeline,
+                    self.preset,
+                    cfg,
+                    self.out,
+                    device,
+                    self.overwrite,
+                    callbacks=None if live is None else [live.training],
+                    on_built=None if live is None else live.on_built,
+                )
+            )
+        except BaseException:
+            if live is not None:
+                live.close()
+            raise
         m = result.metrics
         print(
             f"{self.out}: {m['num_gaussians']:,} Gaussians; {m['split']} PSNR {m['psnr']:.2f} dB, "
@@ -130,6 +159,50 @@ class Reconstruct:
             f"  point cloud  {self.out / 'point_cloud.ply'}\n  metrics      {self.out / 'metrics.json'}\n"
             f"  renders      {self.out / 'eval'}/"
         )
+        if live is not None:
+            live.finish(m["steps"], result.pipeline)
+            if self.viewer_wait:
+                print(f"training done; the viewer stays at {live.app.url} until Ctrl-C")
+                live.app.wait()
+            else:
+                live.close()
+
+
+@dataclass
+class View:
+    """Look at a scene in the browser: a scene folder made by `splat4d reconstruct`, or a 3DGS / 4D PLY file.
+
+    Opens a viser web app at http://localhost:PORT. Server-side rendering (splat4d's rasterizer on this machine's
+    CPU or GPU, sharp while the camera is still, coarser while it moves) in RGB, depth or alpha, or viser's WebGL
+    splats in the browser; a time slider with play/pause and frame stepping for 4D scenes; the training cameras
+    as frustums (click one to look through it). Several browser tabs can watch at once.
+    """
+
+    scene: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE")]
+    """Scene folder, or a .ply file."""
+    host: str = "127.0.0.1"
+    """Address to listen on. Only this machine can connect by default; 0.0.0.0 opens it to the network."""
+    port: int = 8080
+    """Port (the next free one is used when it is taken)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    render_path: Literal["server", "browser"] = "server"
+    """Initial render path (switchable in the GUI)."""
+    max_resolution: int = 1024
+    """Longer side of the frames rendered when the camera is still."""
+
+    def main(self) -> None:
+        from pipelines import PIPELINES
+        from splat4d.reconstruct import resolve_device
+        from viewer import SceneSource, ViewerApp, ViewerConfig, load_view_scene
+
+        device = resolve_device(self.device)
+        scene = _run_reporting_errors(lambda: load_view_scene(self.scene, PIPELINES, device))
+        cfg = ViewerConfig(
+            host=self.host, port=self.port, render_path=self.render_path, max_resolution=self.max_resolution
+        )
+        app = ViewerApp(SceneSource(scene), cfg, device)
+        print(f"{self.scene}: {len(scene.gaussians):,} Gaussians; viewer at {app.url} (Ctrl-C to stop)")
+        app.wait()
 
 
 @dataclass
@@ -159,12 +232,13 @@ class Eval:
 def _run_reporting_errors(fn):
     """Bad input and interrupted runs end with one line on stderr (exit 2 and 130), not a traceback."""
     from splat4d.data.base import DatasetError
+    from splat4d.io.ply import PlyError
     from splat4d.reconstruct import SceneFolderError
     from splat4d.trainer import TrainingInterrupted
 
     try:
         return fn()
-    except (DatasetError, SceneFolderError) as exc:
+    except (DatasetError, SceneFolderError, PlyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except TrainingInterrupted as exc:
@@ -199,6 +273,7 @@ COMMANDS = {
     "demo": Demo,
     "reconstruct": Reconstruct,
     "eval": Eval,
+    "view": View,
     "export": Export,
     "eval-mesh": EvalMesh,
 }

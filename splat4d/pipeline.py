@@ -12,7 +12,7 @@ from torch import Tensor
 
 from splat4d.cameras import Cameras
 from splat4d.data.dataset import Batch
-from splat4d.render import RenderOutput
+from splat4d.render import RenderOutput, RenderSettings
 
 
 class StepResult(NamedTuple):
@@ -32,6 +32,11 @@ class Pipeline(Protocol):
     def train_step(self, batch: Batch, step: int) -> StepResult: ...
 
     def render_view(self, cameras: Cameras, t: float | None = None) -> RenderOutput: ...
+
+    def settings(self) -> RenderSettings:
+        """How this pipeline's scenes are rendered for viewing (background, antialiasing, ...), so that other code
+        (the viewer rendering a snapshot of `gaussians`) renders them the same way as `render_view`."""
+        ...
 
 
 def load_params(params: torch.nn.ParameterDict, tensors: dict[str, Tensor]) -> None:

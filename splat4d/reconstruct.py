@@ -10,6 +10,7 @@ Pipelines are passed in (`PipelineSpec`), so this module stays below `pipelines/
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,13 @@ def reconstruct(
     overwrite: bool = False,
     callbacks: list | None = None,
     console: Console | None = None,
+    on_built: Callable[[Pipeline, SceneData], None] | None = None,
 ) -> Reconstruction:
-    """Read `cfg.data`, train `spec`'s pipeline with `cfg`, write the scene folder `out`, evaluate it."""
+    """Read `cfg.data`, train `spec`'s pipeline with `cfg`, write the scene folder `out`, evaluate it.
+
+    `callbacks` run after every training step (`StepCallback`); `on_built(pipeline, scene)` runs once the data is
+    read and the pipeline built, before training (the live viewer shows the scene from then on).
+    """
     console = console or Console()
     out = Path(out)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=Path(cfg.data.path).resolve()))
@@ -155,6 +161,8 @@ def reconstruct(
     write_cameras_json(out / "cameras.json", scene)
     train_data = ImageDataset(scene, scene.train_indices, cfg.data.downscale, device)
     pipeline = spec.build(cfg, scene, device)
+    if on_built is not None:
+        on_built(pipeline, scene)
     trainer = Trainer(
         pipeline, cfg.strategy.build(), train_data, out, scene_scale(scene.cameras), cfg.trainer, cfg.optim,
         callbacks=callbacks, console=console,

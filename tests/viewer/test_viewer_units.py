@@ -1,0 +1,187 @@
+"""Viewer parts that need no browser: camera conversions, browser splats, scene loading, live-training control."""
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import cuda_rasterizer as cr
+from splat4d.cameras import Cameras
+from splat4d.gaussians import Gaussians, Gaussians4D
+from splat4d.geometry import look_at
+from splat4d.io.ply import write_ply, write_ply_4d
+from splat4d.render import RenderSettings, render
+from tests.viewer.helpers import moving_blob_scene
+from viewer import LiveTraining, SceneSource, ViewedScene, ViewSceneError, load_view_scene
+from viewer.camera import cameras_to_viser, fit_resolution, intrinsics_from_fov, viser_to_cameras
+from viewer.client import frame_image
+from viewer.splats import browser_splats
+
+
+def _random_gaussians(n: int = 200, seed: int = 0) -> Gaussians:
+    g = torch.Generator().manual_seed(seed)
+    return Gaussians(
+        {
+            "means": torch.randn(n, 3, generator=g),
+            "log_scales": torch.randn(n, 3, generator=g) * 0.3 - 2.5,
+            "quats": torch.randn(n, 4, generator=g),
+            "opacity_logits": torch.randn(n, generator=g),
+            "sh0": torch.randn(n, 1, 3, generator=g),
+            "shN": torch.randn(n, 15, 3, generator=g) * 0.1,
+        }
+    )
+
+
+def test_fit_resolution_keeps_aspect_and_caps_the_longer_side() -> None:
+    assert fit_resolution(1920, 1080, 960) == (960, 540)
+    assert fit_resolution(640, 480, 1024) == (640, 480)  # never upscaled
+    assert fit_resolution(300, 900, 300) == (100, 300)
+    assert fit_resolution(0, 0, 100) == (1, 1)
+
+
+def test_intrinsics_from_fov_matches_the_vertical_field_of_view() -> None:
+    K = intrinsics_from_fov(math.radians(90), 200, 100)
+    assert K[1, 1] == pytest.approx(50.0) and K[0, 0] == K[1, 1]
+    assert (K[0, 2], K[1, 2]) == (100.0, 50.0)
+
+
+def test_camera_round_trip_through_viser_parameters() -> None:
+    T = look_at(torch.tensor([2.0, -1.0, 3.0]), torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))[None]
+    K = torch.tensor([[[120.0, 0, 80], [0, 120.0, 60], [0, 0, 1]]])
+    cams = Cameras(T.float(), K, 160, 120)
+    wxyz, position, fov, aspect = cameras_to_viser(cams, 0)
+    assert aspect == pytest.approx(160 / 120)
+    back = viser_to_cameras(wxyz, position, fov, 160, 120)
+    torch.testing.assert_close(back.T_world_cam, cams.T_world_cam, atol=1e-5, rtol=0)
+    torch.testing.assert_close(back.Ks, cams.Ks, atol=1e-4, rtol=0)
+
+
+def test_browser_splats_carry_the_rendered_covariances_colours_and_opacities() -> None:
+    g = _random_gaussians()
+    splats = browser_splats(g)
+    packed = cr.quat_scale_to_covar(g.quats, g.scales)
+    iu = torch.triu_indices(3, 3)
+    np.testing.assert_allclose(
+        splats.covariances[:, iu[0], iu[1]], packed.detach().numpy(), rtol=1e-4, atol=1e-9
+    )
+    np.testing.assert_allclose(splats.covariances, splats.covariances.transpose(0, 2, 1))
+    assert splats.rgbs.min() >= 0 and splats.rgbs.max() <= 1
+    np.testing.assert_allclose(splats.opacities[:, 0], g.opacities.detach().numpy(), rtol=1e-6)
+    assert splats.centers.shape == (200, 3)
+
+
+def test_browser_splats_of_a_4d_scene_follow_time() -> None:
+    gaussians, _ = moving_blob_scene()
+    red = lambda s: s.centers[(s.rgbs[:, 0] > 0.8) & (s.rgbs[:, 1] < 0.2)]  # noqa: E731
+    early, late = red(browser_splats(gaussians, 0.1)), red(browser_splats(gaussians, 0.9))
+    assert early[:, 0].mean() < -0.5 < 0.5 < late[:, 0].mean()
+
+
+def test_frame_image_modes() -> None:
+    rgb = torch.rand(4, 5, 3)
+    alpha = torch.rand(4, 5, 1)
+    depth = torch.rand(4, 5, 1) + 1
+    assert frame_image(rgb, alpha, depth, "rgb").dtype == np.uint8
+    a = frame_image(rgb, alpha, depth, "alpha")
+    assert (a[..., 0] == a[..., 2]).all() and a.shape == (4, 5, 3)
+    assert frame_image(rgb, alpha, depth, "depth").shape == (4, 5, 3)
+
+
+def test_load_view_scene_reads_3d_and_4d_ply_files(tmp_path) -> None:
+    g3 = _random_gaussians()
+    write_ply(tmp_path / "s.ply", g3)
+    scene = load_view_scene(tmp_path / "s.ply", {}, torch.device("cpu"))
+    assert not scene.is_4d and len(scene.gaussians) == 200 and scene.cameras is None
+    g4, _ = moving_blob_scene()
+    write_ply_4d(tmp_path / "d.ply", g4)
+    scene4 = load_view_scene(tmp_path / "d.ply", {}, torch.device("cpu"))
+    assert scene4.is_4d and len(scene4.gaussians) == len(g4)
+
+
+def test_load_view_scene_errors_name_the_path(tmp_path) -> None:
+    with pytest.raises(ViewSceneError, match="nothing"):
+        load_view_scene(tmp_path / "nothing", {}, torch.device("cpu"))
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nend_header\n")
+    with pytest.raises(ViewSceneError, match=r"bad\.ply"):
+        load_view_scene(tmp_path / "bad.ply", {}, torch.device("cpu"))
+
+
+def test_scene_folder_gives_the_pipeline_render_and_training_cameras(reconstructed_sample) -> None:
+    from pipelines import PIPELINES
+    from splat4d.reconstruct import load_trained
+
+    scene = load_view_scene(reconstructed_sample, PIPELINES, torch.device("cpu"))
+    trained = load_trained(reconstructed_sample, PIPELINES, torch.device("cpu"))
+    assert len(scene.cameras) == len(trained.scene.train_indices)
+    cam = scene.cameras[0]
+    direct = trained.pipeline.render_view(cam).rgb
+    torch.testing.assert_close(render(scene.gaussians, cam, scene.settings).rgb, direct)
+
+
+class _FakePipeline:
+    def __init__(self) -> None:
+        self.gaussians = _random_gaussians(50)
+
+    def settings(self) -> RenderSettings:
+        return RenderSettings(background=(1.0, 1.0, 1.0))
+
+
+def test_live_training_publishes_only_while_watched() -> None:
+    source = SceneSource()
+    live = LiveTraining(source, publish_every=0.0)
+    pipeline = _FakePipeline()
+    live(1, pipeline)
+    assert source.current()[1] == 0  # nobody watching: nothing copied
+    live.watchers = 1
+    live(2, pipeline)
+    scene, version = source.current()
+    assert version == 1 and scene.step == 2 and scene.settings.background == (1.0, 1.0, 1.0)
+    # a snapshot, not a view of the live parameters
+    with torch.no_grad():
+        pipeline.gaussians.params["means"] += 1.0
+    assert not torch.equal(scene.gaussians.means, pipeline.gaussians.means)
+
+
+def test_live_training_publishes_at_most_every_interval() -> None:
+    source = SceneSource()
+    live = LiveTraining(source, publish_every=60.0)
+    live.watchers = 1
+    for step in range(1, 20):
+        live(step, _FakePipeline())
+    assert source.current()[1] == 1
+
+
+def test_pause_blocks_the_training_thread_until_resumed() -> None:
+    source = SceneSource()
+    live = LiveTraining(source, publish_every=60.0)
+    pipeline = _FakePipeline()
+    steps: list[int] = []
+
+    def train() -> None:
+        for step in range(1, 6):
+            live(step, pipeline)
+            steps.append(step)
+
+    live.pause()
+    worker = threading.Thread(target=train)
+    worker.start()
+    time.sleep(0.3)
+    assert steps == [] and live.step == 1
+    assert source.current()[0].step == 1  # the paused state is shown even though nobody was watching
+    live.resume()
+    worker.join(5)
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_viewed_scene_frame_times_and_bounds() -> None:
+    g4, cams = moving_blob_scene()
+    times = torch.tensor([0.0, 0.5, 0.5, 1.0])
+    cams4 = Cameras(cams.T_world_cam.repeat(4, 1, 1), cams.Ks.repeat(4, 1, 1), 320, 240, times=times)
+    scene = ViewedScene(g4, cameras=cams4)
+    assert scene.frame_times == [0.0, 0.5, 1.0]
+    lo, hi = scene.bounds()
+    assert all(a < b for a, b in zip(lo, hi, strict=True))
+    assert ViewedScene(Gaussians4D.from_points(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0))).bounds()
