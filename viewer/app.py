@@ -287,7 +287,7 @@ class ViewerApp:
         if self.training is not None:
             self.training.watchers = count
         if renderer is not None:
-            renderer.stop()
+            renderer.stop()  # its thread ends after the frame in flight, if any
 
     def _tick(self) -> None:
         """Playback of 4D time and the training status line, ten times a second."""
@@ -302,9 +302,14 @@ class ViewerApp:
                 self.gui_training.content = _training_markdown(self.training)
 
     def close(self) -> None:
+        """Stop serving; waits for render threads to finish their frame (none is left running at exit)."""
         self._closed.set()
-        for renderer in self.renderers.values():
+        renderers = self.renderers.values()
+        for renderer in renderers:
             renderer.stop()
+        for renderer in renderers:
+            renderer.join(timeout=10)
+        self._ticker.join(timeout=2)
         self.server.stop()
 
     def wait(self) -> None:

@@ -52,6 +52,7 @@ class ClientRenderer:
         self.jpeg_quality = jpeg_quality
         self.frames_sent = 0
         self.last_frame: np.ndarray | None = None
+        self.last_scene_version = 0
         self.last_error: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -141,6 +142,7 @@ class ClientRenderer:
             return
         self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=self.jpeg_quality)
         self.last_frame = image
+        self.last_scene_version = state.scene_version
         self.frames_sent += 1
 
 
