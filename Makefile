@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check-cuda check-cuda-emulated install clean
+.PHONY: demo test lint check-cuda check-cuda-emulated install browser clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,18 @@ check-cuda: $(STAMP)
 check-cuda-emulated:
 	bash scripts/check_cuda_emulated.sh
 
-test: $(STAMP) lint check-cuda check-cuda-emulated
+# The viewer's browser tests drive Debian's Chromium (never a downloaded one): installed with apt when missing and
+# possible (root, apt-get); otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium for the browser tests (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	    echo "note: apt-get could not install chromium; the browser tests will skip"; \
+	  else echo "note: chromium is missing and cannot be installed here (needs root and apt-get); the browser tests will skip"; fi; }
+
+test: $(STAMP) lint check-cuda check-cuda-emulated browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

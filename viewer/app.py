@@ -197,6 +197,8 @@ class ViewerApp:
             self._set_up_direction(scene)
         if cameras_changed:
             self._add_frustums(scene)
+            for renderer in self.renderers.values():  # tabs opened before the cameras were known
+                self.move_client_to_camera(renderer.client, 0)
         self.gui_stats.content = _stats_markdown(scene)
         if not PATHS[self.gui_path.value]:
             self._send_splats(scene)

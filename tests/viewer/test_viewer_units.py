@@ -185,3 +185,83 @@ def test_viewed_scene_frame_times_and_bounds() -> None:
     lo, hi = scene.bounds()
     assert all(a < b for a, b in zip(lo, hi, strict=True))
     assert ViewedScene(Gaussians4D.from_points(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0))).bounds()
+
+
+class _FakeCamera:
+    def __init__(self, cameras: Cameras) -> None:
+        self.wxyz, self.position, self.fov, _ = cameras_to_viser(cameras, 0)
+        self.image_width, self.image_height = 640, 480
+        self._callbacks: list = []
+
+    def on_update(self, callback) -> None:
+        self._callbacks.append(callback)
+
+    def nudge(self) -> None:
+        self.position = self.position + 0.01
+        for callback in self._callbacks:
+            callback(self)
+
+
+class _FakeClient:
+    """What `ClientRenderer` uses of a viser client; records the frames it is sent."""
+
+    client_id = 0
+
+    def __init__(self, cameras: Cameras) -> None:
+        self.camera = _FakeCamera(cameras)
+        self.frames: list[np.ndarray] = []
+        self.fail = False
+        outer = self
+
+        class _Scene:
+            def set_background_image(self, image, format="jpeg", jpeg_quality=None) -> None:
+                if outer.fail:
+                    raise ConnectionError("client went away")
+                outer.frames.append(image)
+
+        self.scene = _Scene()
+
+
+def _renderer_for(scene: ViewedScene, **state):
+    from viewer.client import ClientRenderer, ViewState
+
+    source = SceneSource(scene)
+    view = ViewState(1, 0.0, "rgb", 400, 100, True)._replace(**state)
+    client = _FakeClient(scene.cameras)
+    return client, ClientRenderer(client, source, lambda: view, threading.Lock(), torch.device("cpu"), 0.3)
+
+
+def test_frames_are_small_while_the_camera_moves_and_full_once_it_stops() -> None:
+    gaussians, cameras = moving_blob_scene()
+    client, renderer = _renderer_for(ViewedScene(gaussians, cameras=cameras))
+    try:
+        deadline = time.monotonic() + 10
+        while not any(f.shape == (300, 400, 3) for f in client.frames) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # a quick small frame first, then the full one: longer side max_resolution, the canvas's aspect
+        assert [f.shape for f in client.frames] == [(75, 100, 3), (300, 400, 3)]
+        for _ in range(10):  # dragging
+            client.camera.nudge()
+            time.sleep(0.05)
+        moving = list(client.frames)
+        time.sleep(1.0)  # let go
+        assert any(f.shape == (75, 100, 3) for f in moving[1:]), [f.shape for f in moving]
+        assert client.frames[-1].shape == (300, 400, 3)
+        count = len(client.frames)
+        time.sleep(0.5)
+        assert len(client.frames) == count  # nothing changed: nothing re-rendered
+    finally:
+        renderer.stop()
+        renderer.join(5)
+
+
+def test_a_failing_client_ends_its_thread_without_raising() -> None:
+    gaussians, cameras = moving_blob_scene()
+    client, renderer = _renderer_for(ViewedScene(gaussians, cameras=cameras))
+    client.fail = True
+    client.camera.nudge()
+    time.sleep(0.5)
+    assert renderer.alive and "went away" in (renderer.last_error or "")
+    renderer.stop()
+    renderer.join(5)
+    assert not renderer.alive
