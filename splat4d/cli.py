@@ -84,10 +84,11 @@ class Reconstruct:
     """Photos folder, video file, or dataset folder."""
     out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("scene")
     """Output scene folder."""
-    pipeline: Literal["static"] = "static"
-    """Reconstruction method."""
+    pipeline: Literal["static", "dynamic"] = "static"
+    """Reconstruction method: static (3DGS) or dynamic (4D Gaussians; every image needs a capture time)."""
     preset: Literal["fast", "default", "quality"] = "default"
-    """fast: 1.2k steps (minutes on a CPU); default: 3DGS's 30k steps; quality: 30k steps with 3DGS-as-MCMC."""
+    """fast: minutes on a CPU (static 1.2k steps, dynamic 2k); default: 30k steps; quality (static only): 30k
+    steps with 3DGS-as-MCMC."""
     steps: int | None = None
     """Override the preset's number of steps (its schedules are scaled to match)."""
     strategy: Literal["preset", "default", "mcmc"] = "preset"
@@ -115,8 +116,18 @@ class Reconstruct:
         from splat4d.strategy import STRATEGIES
 
         spec = PIPELINES[self.pipeline]
+        if self.preset not in spec.presets:
+            print(
+                f"error: the {self.pipeline} pipeline has no preset {self.preset!r} "
+                f"(it has {', '.join(spec.presets)})",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         cfg = spec.presets[self.preset]
         if self.strategy != "preset":
+            if self.pipeline != "static":
+                print("error: --strategy applies to the static pipeline only", file=sys.stderr)
+                raise SystemExit(2)
             cfg = dataclasses.replace(cfg, strategy=STRATEGIES[self.strategy])
         if self.steps is not None:
             cfg = spec.with_steps(cfg, self.steps)

@@ -2,6 +2,7 @@
 cameras look at; and the scene's scale, which sets learning rates and densification thresholds."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData
-from splat4d.gaussians import Gaussians
+from splat4d.gaussians import Gaussians, Gaussians4D
 
 
 @dataclass
@@ -54,19 +55,65 @@ def look_at_point(cameras: Cameras) -> Float[Tensor, "3"]:
     return torch.linalg.solve(A, b).float()
 
 
-def init_gaussians(scene: SceneData, cfg: InitConfig) -> Gaussians:
-    """Gaussians at the scene's points (with their colours), or `cfg.random_points` random ones."""
+def _initial_points(scene: SceneData, cfg: InitConfig) -> tuple[Float[Tensor, "N 3"], Float[Tensor, "N 3"]]:
+    """The scene's points and colours, or `cfg.random_points` random ones where the cameras look."""
     if scene.points is not None and len(scene.points) >= 4 and not cfg.random:
         points = torch.as_tensor(np.asarray(scene.points), dtype=torch.float32)
         colors = scene.point_colors if scene.point_colors is not None else np.full(points.shape, 0.5)
-        rgb = torch.as_tensor(np.asarray(colors), dtype=torch.float32)
-    else:
-        generator = torch.Generator().manual_seed(cfg.seed)
-        centre = look_at_point(scene.cameras)
-        distance = (scene.cameras.centers - centre).norm(dim=-1).mean()
-        half = cfg.random_extent * distance
-        points = centre + (torch.rand(cfg.random_points, 3, generator=generator) * 2 - 1) * half
-        rgb = torch.rand(cfg.random_points, 3, generator=generator)
+        return points, torch.as_tensor(np.asarray(colors), dtype=torch.float32)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    centre = look_at_point(scene.cameras)
+    distance = (scene.cameras.centers - centre).norm(dim=-1).mean()
+    half = cfg.random_extent * distance
+    points = centre + (torch.rand(cfg.random_points, 3, generator=generator) * 2 - 1) * half
+    return points, torch.rand(cfg.random_points, 3, generator=generator)
+
+
+def init_gaussians(scene: SceneData, cfg: InitConfig) -> Gaussians:
+    """Gaussians at the scene's points (with their colours), or `cfg.random_points` random ones."""
+    points, rgb = _initial_points(scene, cfg)
     return Gaussians.from_points(
         points, rgb, sh_degree=cfg.sh_degree, init_opacity=cfg.init_opacity, init_scale=cfg.init_scale
     )
+
+
+@dataclass
+class Init4DConfig(InitConfig):
+    """How the first 4D Gaussians are placed: the 3D initial points, each repeated at evenly spread times."""
+
+    time_copies: int = 4
+    """Each point becomes this many Gaussians, at times (k + 0.5) / time_copies."""
+    init_time_scale: float = 0.25
+    """Temporal scale (standard deviation in normalised time) of the initial Gaussians; about one copy's share
+    of the sequence, so that together they cover it."""
+    time_degree: int = 1
+    """Colour varies in time with cos(2π m t / time_period), m = 0..time_degree."""
+    time_period: float = 2.0
+    """Period of the time basis; 2 makes it a non-periodic half-cosine basis on [0, 1]."""
+    rotation: Literal["quats", "rotors"] = "quats"
+    """4D rotation as a left/right quaternion pair (Yang et al.) or a rotor (Duan et al.)."""
+
+
+def init_gaussians_4d(scene: SceneData, cfg: Init4DConfig) -> Gaussians4D:
+    points, rgb = _initial_points(scene, cfg)
+    if cfg.time_copies < 1:
+        raise ValueError(f"Init4DConfig.time_copies must be at least 1, got {cfg.time_copies}")
+    times = (torch.arange(cfg.time_copies, dtype=torch.float32) + 0.5) / cfg.time_copies
+    n = len(points)
+    gaussians = Gaussians4D.from_points(
+        points.repeat(cfg.time_copies, 1),
+        rgb.repeat(cfg.time_copies, 1),
+        times.repeat_interleave(n),
+        sh_degree=cfg.sh_degree,
+        time_degree=cfg.time_degree,
+        init_opacity=cfg.init_opacity,
+        init_scale=cfg.init_scale,
+        init_time_scale=cfg.init_time_scale,
+        rotation=cfg.rotation,
+        time_period=cfg.time_period,
+    )
+    # `from_points` sizes by 3-NN distance over all copies, i.e. 0 between a point's copies: use the 3D sizes.
+    base = Gaussians.from_points(points, rgb, sh_degree=0, init_scale=cfg.init_scale)
+    with torch.no_grad():
+        gaussians.params["log_scales4"][:, :3] = base.params["log_scales"].repeat(cfg.time_copies, 1)
+    return gaussians

@@ -7,6 +7,7 @@ run sets exactly the rates an uninterrupted one would.
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -28,6 +29,9 @@ class OptimConfig:
     eps: float = 1e-15
     """Adam epsilon; tiny, as gradients of Gaussian parameters are small."""
 
+    scheduled_param: ClassVar[str] = "means"
+    """The parameter whose rate follows `means_lr_at` (the others keep their initial rate)."""
+
     def initial_lrs(self, scene_scale: float) -> dict[str, float]:
         return {
             "means": self.means_lr * scene_scale,
@@ -42,6 +46,30 @@ class OptimConfig:
         """Exponential decay from means_lr × scene_scale at step 0 to the final factor at `total_steps`."""
         progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
         return self.means_lr * scene_scale * math.exp(progress * math.log(self.means_lr_final_factor))
+
+
+@dataclass
+class Optim4DConfig(OptimConfig):
+    """Per-parameter Adam learning rates of a 4D scene (`Gaussians4D`). The 4D means (x, y, z, t) share one rate,
+    scaled by the scene size and decayed like the 3D means': with times normalised to [0, 1], a scene a few units
+    across moves its Gaussians in time by about the same fraction of the sequence as of the scene per step."""
+
+    rotation_lr: float = 1e-3
+    """Left/right quaternions or rotors of the 4D rotation."""
+
+    scheduled_param: ClassVar[str] = "means4"
+
+    def initial_lrs(self, scene_scale: float) -> dict[str, float]:
+        return {
+            "means4": self.means_lr * scene_scale,
+            "log_scales4": self.log_scales_lr,
+            "quats_l": self.rotation_lr,
+            "quats_r": self.rotation_lr,
+            "rotors": self.rotation_lr,
+            "opacity_logits": self.opacity_logits_lr,
+            "sh0": self.sh0_lr,
+            "shN": self.shN_lr,
+        }
 
 
 def build_optimizers(

@@ -24,10 +24,11 @@ from splat4d.data import load_scene
 from splat4d.data.base import DatasetError, SceneData
 from splat4d.data.dataset import ImageDataset
 from splat4d.evaluate import evaluate
+from splat4d.gaussians import Gaussians4D
 from splat4d.initialization import scene_scale
 from splat4d.io.atomic import atomic_write_text
 from splat4d.io.checkpoint import latest_checkpoint, load_checkpoint
-from splat4d.io.ply import write_ply
+from splat4d.io.ply import write_ply, write_ply_4d
 from splat4d.pipeline import Pipeline, PipelineSpec, load_params
 from splat4d.trainer import Trainer
 
@@ -170,7 +171,10 @@ def reconstruct(
     if not resuming:
         console.print(f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {device}")
     result = trainer.train()
-    write_ply(out / "point_cloud.ply", pipeline.gaussians)
+    if isinstance(pipeline.gaussians, Gaussians4D):  # the documented 4D extension of the 3DGS layout
+        write_ply_4d(out / "point_cloud.ply", pipeline.gaussians)
+    else:
+        write_ply(out / "point_cloud.ply", pipeline.gaussians)
     metrics = evaluate_scene(
         pipeline, scene, cfg, out, device, extra={"steps": result.step, "train_seconds": result.seconds}
     )

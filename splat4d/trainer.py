@@ -149,8 +149,9 @@ class Trainer:
         """One optimisation step on the next training image."""
         step = self.step
         lr_means = self.optim_cfg.means_lr_at(step, self.cfg.steps, self.scene_scale)
-        if "means" in self.optimizers:
-            set_lr(self.optimizers["means"], lr_means)
+        scheduled = self.optim_cfg.scheduled_param
+        if scheduled in self.optimizers:
+            set_lr(self.optimizers[scheduled], lr_means)
         batch = self._dataset_for(step)[next(self.sampler)]
         result = self.pipeline.train_step(batch, step)
         regularizers = self.strategy.regularization_losses(self.pipeline.gaussians)

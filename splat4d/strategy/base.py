@@ -36,7 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from splat4d.gaussians import Gaussians
+from splat4d.gaussians import Gaussians, Gaussians4D
+
+AnyGaussians = Gaussians | Gaussians4D
 
 Optimizers = dict[str, torch.optim.Optimizer]
 """One optimizer per trainable parameter, keyed by its name in `Gaussians.params`."""
@@ -65,28 +67,28 @@ class Strategy(abc.ABC):
     def init_state(self, scene_scale: float = 1.0) -> StrategyState:
         """Fresh running state for a scene of extent `scene_scale` (scene-relative thresholds scale with it)."""
 
-    def check(self, gaussians: Gaussians, optimizers: Optimizers) -> None:
+    def check(self, gaussians: AnyGaussians, optimizers: Optimizers) -> None:
         """Raise ValueError unless `optimizers` has one single-parameter optimizer per trainable parameter of
         `gaussians`, each pointing at that parameter."""
         check_optimizers(gaussians, optimizers)
 
     def step_pre_backward(  # noqa: B027 (an optional hook: most strategies need nothing before backward)
-        self, gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
+        self, gaussians: AnyGaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
     ) -> None:
         """Called after rendering and before `loss.backward()` (e.g. to retain the image-plane gradients)."""
 
     @abc.abstractmethod
     def step_post_backward(
-        self, gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
+        self, gaussians: AnyGaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
     ) -> None:
         """Called after `loss.backward()` (and the optimizer step): may add, remove or move Gaussians."""
 
-    def regularization_losses(self, gaussians: Gaussians) -> dict[str, Tensor]:
+    def regularization_losses(self, gaussians: AnyGaussians) -> dict[str, Tensor]:
         """Weighted loss terms this strategy asks the trainer to add to the loss (none by default)."""
         return {}
 
 
-def check_optimizers(gaussians: Gaussians, optimizers: Optimizers) -> None:
+def check_optimizers(gaussians: AnyGaussians, optimizers: Optimizers) -> None:
     """Raise ValueError unless every trainable parameter has its own optimizer with one param group holding
     exactly that parameter (and no optimizer is left over)."""
     trainable = {name for name, p in gaussians.params.items() if p.requires_grad}

@@ -1,0 +1,79 @@
+"""Configuration and presets of the dynamic pipeline (native 4D Gaussians, Yang et al. 2024)."""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from splat4d.data.config import DataConfig
+from splat4d.initialization import Init4DConfig
+from splat4d.optim import Optim4DConfig
+from splat4d.strategy.density4d import Density4DConfig
+from splat4d.trainer import TrainerConfig
+
+
+@dataclass
+class DynamicConfig:
+    """4D Gaussians trained on images that each carry a capture time (multi-view video, D-NeRF-style, or one
+    moving camera)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: Optim4DConfig = field(default_factory=Optim4DConfig)
+    init: Init4DConfig = field(default_factory=Init4DConfig)
+    strategy: Density4DConfig = field(default_factory=Density4DConfig)
+    """Densification in space and time."""
+    ssim_lambda: float = 0.2
+    """Weight of the D-SSIM term in (1 − λ)·L1 + λ·(1 − SSIM)."""
+    sh_degree_interval: int = 1000
+    """Raise the SH degree used in training by one every this many steps (up to init.sh_degree)."""
+    temporal_opacity_weight: float = 1e-3
+    """Weight of the temporal-opacity regulariser (mean opacity × temporal weight at the view's time)."""
+    motion_smoothness_weight: float = 1e-3
+    """Weight of the motion-smoothness regulariser (velocity differences between spatial neighbours)."""
+    background: tuple[float, float, float] | None = None
+    """Background colour; None: the dataset's (white for D-NeRF / Blender scenes, else black)."""
+    antialiased: bool = False
+
+
+def _fast() -> DynamicConfig:
+    """Minutes on a 2-core CPU for a small scene (the dynamic samples at 320×240)."""
+    return DynamicConfig(
+        trainer=TrainerConfig(steps=2000, checkpoint_every=250, coarse_until=600),
+        init=Init4DConfig(random_points=10_000, sh_degree=1, time_copies=4),
+        strategy=Density4DConfig(
+            refine_start_iter=150, refine_stop_iter=1500, reset_every=800, refine_every=100
+        ),
+        sh_degree_interval=300,
+    )
+
+
+PRESETS: dict[str, DynamicConfig] = {"fast": _fast(), "default": DynamicConfig()}
+
+
+MIN_RESET_RECOVERY = 300
+"""Steps an opacity reset needs before the image recovers; schedules squeezed below this skip resets."""
+
+
+def with_steps(cfg: DynamicConfig, steps: int) -> DynamicConfig:
+    """`cfg` trained for `steps` instead, its step-based schedules scaled by the same factor (as for the static
+    pipeline: the refinement interval is kept; resets closer than MIN_RESET_RECOVERY steps are dropped)."""
+    factor = steps / cfg.trainer.steps
+    s = cfg.strategy
+    reset_every = max(1, round(s.reset_every * factor))
+    strategy = dataclasses.replace(
+        s,
+        refine_start_iter=max(1, round(s.refine_start_iter * factor)),
+        refine_stop_iter=max(1, round(s.refine_stop_iter * factor)),
+        reset_every=reset_every if reset_every >= MIN_RESET_RECOVERY else steps + 1,
+    )
+    trainer = dataclasses.replace(
+        cfg.trainer,
+        steps=steps,
+        coarse_until=round(cfg.trainer.coarse_until * factor),
+        checkpoint_every=min(cfg.trainer.checkpoint_every, max(1, steps)),
+    )
+    return dataclasses.replace(
+        cfg,
+        trainer=trainer,
+        strategy=strategy,
+        sh_degree_interval=max(1, round(cfg.sh_degree_interval * factor)),
+    )
