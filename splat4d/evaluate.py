@@ -61,7 +61,7 @@ def evaluate(
         pred, target = out.rgb, batch.rgb
         if batch.mask is not None:
             pred = pred * batch.mask + target * (1 - batch.mask)
-        name = Path(dataset.scene.image_paths[batch.index]).stem
+        name = dataset.scene.image_paths[batch.index].stem
         views.append(
             {"name": name, "psnr": float(psnr(pred, target)[0]), "ssim": float(ssim(pred, target)[0])}
         )

@@ -109,7 +109,7 @@ def write_cameras_json(path: Path, scene: SceneData) -> None:
     entries = [
         {
             "id": i,
-            "image": Path(scene.image_paths[i]).name,
+            "image": scene.image_paths[i].name,
             "split": "train" if i in train else "test",
             "width": cams.width,
             "height": cams.height,

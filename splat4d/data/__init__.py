@@ -15,6 +15,7 @@ from splat4d.data.colmap import is_colmap, read_colmap
 from splat4d.data.config import DataConfig
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.sfm import is_images, is_video, read_images, read_video
+from splat4d.data.video import is_multiview_video, read_multiview_video
 
 NERFSTUDIO_FILE = "transforms.json"
 MASK_SUFFIX = ".png"
@@ -45,6 +46,11 @@ DATAPARSERS: dict[str, DataParser] = {
     "blender": DataParser("Blender / NeRF-synthetic (transforms_train.json)", is_blender, read_blender),
     "nerfstudio": DataParser("nerfstudio transforms.json (or its folder)", _is_nerfstudio, _read_nerfstudio),
     "colmap": DataParser("COLMAP workspace (images/ and sparse/0/)", is_colmap, read_colmap),
+    "n3dv": DataParser(
+        "synchronised multi-view video, N3DV / DyNeRF layout (poses_bounds.npy + cam*.mp4)",
+        is_multiview_video,
+        read_multiview_video,
+    ),
     "video": DataParser("video file, frames posed with SfM", is_video, read_video),
     "images": DataParser("folder of unposed photos, posed with SfM", is_images, read_images),
 }

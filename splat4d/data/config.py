@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-Format = Literal["auto", "colmap", "nerfstudio", "blender", "images", "video"]
+Format = Literal["auto", "colmap", "nerfstudio", "blender", "n3dv", "images", "video"]
 
 
 @dataclass
@@ -38,11 +38,25 @@ class VideoConfig:
 
 
 @dataclass
+class MultiviewVideoConfig:
+    """Synchronised multi-view video (N3DV / DyNeRF layout): split and frame subsampling."""
+
+    test_cameras: tuple[int, ...] = (0,)
+    """Cameras (0-based, in video name order) whose frames are held out for testing; N3DV holds out camera 0.
+    Empty: every camera trains."""
+    frame_step: int = 1
+    """Keep every frame_step-th frame (0, k, 2k, ...)."""
+    max_frames: int | None = None
+    """Keep at most this many of those frames (the first ones); None: all. Times span [0, 1] over the kept
+    frames."""
+
+
+@dataclass
 class DataConfig:
     """Where the scene comes from and how its images are prepared."""
 
     path: Annotated[Path, tyro.conf.Suppress] = Path()
-    """Input (given on the command line as INPUT): a dataset folder, a transforms.json, a COLMAP workspace, a folder of images, or a video file."""
+    """Input (given on the command line as INPUT): a dataset folder, a transforms.json, a COLMAP workspace, a folder of images, a video file, or a folder of synchronised videos."""
     format: Format = "auto"
     """Reader to use; "auto" detects it from the files present."""
     downscale: int = 1
@@ -53,3 +67,4 @@ class DataConfig:
     """Optional folder of masks named like the images (white = use the pixel); masked-out pixels carry no loss."""
     sfm: SfmConfig = field(default_factory=SfmConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    multiview: MultiviewVideoConfig = field(default_factory=MultiviewVideoConfig)

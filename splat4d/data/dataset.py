@@ -1,4 +1,5 @@
-"""`ImageDataset`: a scene's images decoded once, downscaled and held in memory; `TrainSampler`: resumable order.
+"""`ImageDataset`: a scene's images, downscaled (image files held in memory, video frames decoded on demand);
+`TrainSampler`: resumable order.
 
 Pixel convention (the one `splat4d.cameras` states): intrinsics map camera points to pixel coordinates in which
 pixel (i, j) covers [i, i + 1) x [j, j + 1), so its centre is at (i + 0.5, j + 0.5) and the image spans
@@ -20,7 +21,8 @@ from rich.progress import track
 from torch import Tensor
 
 from splat4d.cameras import Cameras
-from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.base import DatasetError, SceneData, VideoFrame
+from splat4d.data.video import VideoFrameReader
 
 PROGRESS_MIN_IMAGES = 20
 """Show a progress bar while decoding more images than this."""
@@ -69,7 +71,7 @@ def _resize(image: Float[Tensor, "C H W"], width: int, height: int) -> Float[Ten
     )[0].clamp(0.0, 1.0)
 
 
-def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
+def _to_unit_float(array: np.ndarray, path: Path | VideoFrame) -> np.ndarray:
     """Pixel values as float32 in [0, 1], from 8- or 16-bit integers, booleans or floats."""
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
@@ -99,7 +101,7 @@ def _read(path: Path) -> np.ndarray:
     return array
 
 
-def _check_size(array: np.ndarray, path: Path, width: int, height: int) -> None:
+def _check_size(array: np.ndarray, path: Path | VideoFrame, width: int, height: int) -> None:
     h, w = array.shape[:2]
     if (w, h) != (width, height):
         raise DatasetError(f"{path}: image is {w}x{h} but the camera says {width}x{height}")
@@ -110,12 +112,17 @@ def _quantise(image: Float[Tensor, "C H W"]) -> UInt8[Tensor, "H W C"]:
 
 
 class ImageDataset:
-    """The images of a subset of a scene, decoded once, downscaled and kept in memory as uint8.
+    """The images of a subset of a scene, downscaled; image files decoded once and kept in memory as uint8,
+    video frames (`VideoFrame`) decoded again on every access.
 
     Images with an alpha channel are composited onto `scene.background` (black when None) before
     downscaling; grey images are repeated to RGB. Masks (`scene.mask_paths`) are thresholded at
     MASK_THRESHOLD at full resolution and then downscaled like the images, so edge pixels get fractional
     weights.
+
+    Memory: the downscaled image files (H × W × 3 bytes each) and masks, plus for video frames only the
+    bounded state of one `VideoFrameReader` (a few open videos and frames; see its docstring), whatever the
+    number of frames. Video frames are checked when they are first read, not here.
 
     Args:
         scene: the scene; every image must have the scene cameras' size.
@@ -124,7 +131,7 @@ class ImageDataset:
         device: where `__getitem__` puts the batch.
 
     Raises:
-        DatasetError: an image or mask is unreadable or not the cameras' size.
+        DatasetError: an image or mask is unreadable or not the cameras' size (for video frames: when read).
     """
 
     def __init__(
@@ -141,28 +148,45 @@ class ImageDataset:
         full_w, full_h = scene.cameras.width, scene.cameras.height
         width, height = downscaled_size(full_w, full_h, downscale)
         self._cameras = resize_cameras(scene.subset(self.indices), width, height)
-        background = torch.tensor(scene.background or (0.0, 0.0, 0.0), dtype=torch.float32)[:, None, None]
+        background = scene.background or (0.0, 0.0, 0.0)
+        self._background = torch.tensor(background, dtype=torch.float32)[:, None, None]
+        self.frames = VideoFrameReader()
+        """Decodes the video frames among the images, on demand."""
 
-        self._images = torch.empty((len(self.indices), height, width, 3), dtype=torch.uint8)
-        self._masks: list[UInt8[Tensor, "H W 1"] | None] = []
+        # Image files are decoded now, into rows of one uint8 tensor; video frames (row None) when read.
+        files = [k for k, i in enumerate(self.indices) if not isinstance(scene.image_paths[i], VideoFrame)]
+        self._rows: list[int | None] = [None] * len(self.indices)
+        self._images = torch.empty((len(files), height, width, 3), dtype=torch.uint8)
         steps = track(
-            list(enumerate(self.indices)),
-            description=f"Decoding {len(self.indices)} images",
-            disable=len(self.indices) <= PROGRESS_MIN_IMAGES,
+            list(enumerate(files)),
+            description=f"Decoding {len(files)} images",
+            disable=len(files) <= PROGRESS_MIN_IMAGES,
             transient=True,
         )
-        for k, index in steps:
-            path = scene.image_paths[index]
-            array = _read(path)
-            _check_size(array, path, full_w, full_h)
-            image = torch.from_numpy(_to_unit_float(array, path)).permute(2, 0, 1)
-            has_alpha = image.shape[0] in (2, 4)
-            color = (image[:-1] if has_alpha else image).expand(3, -1, -1)
-            if has_alpha:  # straight (not premultiplied) alpha, as PNG stores it
-                alpha = image[-1:]
-                color = color * alpha + background * (1.0 - alpha)
-            self._images[k] = _quantise(_resize(color, width, height))
-            self._masks.append(self._load_mask(scene, index, full_w, full_h, width, height))
+        for row, k in steps:
+            path = scene.image_paths[self.indices[k]]
+            self._images[row] = self._prepare(_read(path), path)
+            self._rows[k] = row
+        self._masks = [self._load_mask(scene, index, full_w, full_h, width, height) for index in self.indices]
+
+    def _prepare(self, array: np.ndarray, source: Path | VideoFrame) -> UInt8[Tensor, "h w 3"]:
+        """A decoded image (H x W x 1-4 channels) as downscaled RGB, composited onto the background."""
+        _check_size(array, source, self.scene.cameras.width, self.scene.cameras.height)
+        image = torch.from_numpy(_to_unit_float(array, source)).permute(2, 0, 1)
+        has_alpha = image.shape[0] in (2, 4)
+        color = (image[:-1] if has_alpha else image).expand(3, -1, -1)
+        if has_alpha:  # straight (not premultiplied) alpha, as PNG stores it
+            alpha = image[-1:]
+            color = color * alpha + self._background * (1.0 - alpha)
+        return _quantise(_resize(color, self.width, self.height))
+
+    def _image(self, k: int) -> UInt8[Tensor, "h w 3"]:
+        row = self._rows[k]
+        if row is not None:
+            return self._images[row]
+        frame = self.scene.image_paths[self.indices[k]]
+        assert isinstance(frame, VideoFrame)
+        return self._prepare(self.frames.read(frame), frame)
 
     @staticmethod
     def _load_mask(
@@ -187,7 +211,7 @@ class ImageDataset:
         if not -len(self) <= i < len(self):
             raise IndexError(f"ImageDataset: index {i} out of range for {len(self)} images")
         i %= len(self)
-        rgb = self._images[i].to(self.device, non_blocking=True).float().div_(255.0)[None]
+        rgb = self._image(i).to(self.device, non_blocking=True).float().div_(255.0)[None]
         mask = self._masks[i]
         if mask is not None:
             mask = mask.to(self.device, non_blocking=True).float().div_(255.0)[None]

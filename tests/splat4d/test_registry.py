@@ -44,6 +44,12 @@ def _colmap(root: Path) -> Path:
     return root
 
 
+def _n3dv(root: Path) -> Path:
+    np.save(root / "poses_bounds.npy", np.zeros((1, 17)))
+    (root / "cam00.mp4").touch()
+    return root
+
+
 def _video(root: Path) -> Path:
     (root / "x.mp4").touch()
     return root / "x.mp4"
@@ -60,6 +66,7 @@ LAYOUTS: dict[str, Callable[[Path], Path]] = {
     "nerfstudio folder": _nerfstudio_folder,
     "nerfstudio file": _nerfstudio_file,
     "colmap": _colmap,
+    "n3dv": _n3dv,
     "video": _video,
     "images": _images,
 }
@@ -73,7 +80,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_registry_lists_every_format_in_detection_order() -> None:
-    assert list(DATAPARSERS) == ["blender", "nerfstudio", "colmap", "video", "images"]
+    assert list(DATAPARSERS) == ["blender", "nerfstudio", "colmap", "n3dv", "video", "images"]
     assert all(isinstance(p, DataParser) and p.description for p in DATAPARSERS.values())
 
 
@@ -85,7 +92,7 @@ def test_each_format_is_detected_from_its_files(layout: str, tmp_path: Path) -> 
 def test_unknown_folder_lists_the_formats(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     expected = (
-        r"not a dataset splat4d can read \(expected one of: blender, nerfstudio, colmap, video, images\)"
+        r"not a dataset splat4d can read \(expected one of: blender, nerfstudio, colmap, n3dv, video, images\)"
     )
     with pytest.raises(DatasetError, match=expected):
         detect_format(tmp_path)
