@@ -3,6 +3,8 @@
 Each split file holds `camera_angle_x` (horizontal field of view, radians) and `frames`, each with a
 `file_path` (extension optional, ".png" assumed) and a camera-to-world `transform_matrix` in Blender's
 OpenGL camera axes. The renders have a transparent background, composited onto white by convention.
+D-NeRF scenes (Pumarola et al. 2021) use the same layout and give every frame a `time` in [0, 1]; it becomes
+`Cameras.times`, so they train with the dynamic pipeline.
 """
 
 import json
@@ -70,6 +72,19 @@ def _pose(frame: dict, json_path: Path) -> np.ndarray:
     return T_world_gl @ OPENGL_FROM_OPENCV.double().numpy()
 
 
+def _time(frame: dict, json_path: Path) -> float | None:
+    """The frame's capture time in [0, 1] (D-NeRF), or None when it has none."""
+    if "time" not in frame:
+        return None
+    try:
+        time = float(frame["time"])
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{json_path}: time of {frame.get('file_path', '?')} is not a number") from exc
+    if not 0.0 <= time <= 1.0:
+        raise DatasetError(f"{json_path}: time {time} of {frame.get('file_path', '?')} is not in [0, 1]")
+    return time
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     try:
@@ -85,7 +100,8 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
     Frames are ordered train, val, test. Train and val frames train; test frames test. Without a test file,
     every `cfg.test_every`-th train/val frame (0, n, 2n, ...) is held out instead (none when test_every < 1).
     Intrinsics come from each split's `camera_angle_x`: fx = fy = W / (2 tan(angle / 2)), principal point at the
-    image centre. The scene has no initial points (trainers initialise randomly) and a white background.
+    image centre. Per-frame `time`s (D-NeRF) become `Cameras.times`. The scene has no initial points (trainers
+    initialise randomly) and a white background.
 
     Args:
         cfg: `cfg.path` is the scene folder; `cfg.test_every` is used only without a test file.
@@ -95,16 +111,16 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
         The scene, with cameras in OpenCV axes.
 
     Raises:
-        DatasetError: a split file is missing or malformed, an image is missing or unreadable, or the images
-            differ in size.
+        DatasetError: a split file is missing or malformed, an image is missing or unreadable, the images
+            differ in size, or some frames have a `time` and others do not.
     """
     del workdir
     root = Path(cfg.path)
     if not is_blender(root):
         raise DatasetError(f"{root / SPLIT_FILES['train']}: file not found")
 
-    # (image path, T_world_cam, camera_angle_x, split) per frame, in split order.
-    frames: list[tuple[Path, np.ndarray, float, str]] = []
+    # (image path, T_world_cam, camera_angle_x, split, time) per frame, in split order.
+    frames: list[tuple[Path, np.ndarray, float, str, float | None]] = []
     for split, name in SPLIT_FILES.items():
         json_path = root / name
         if split != "train" and not json_path.exists():
@@ -121,7 +137,16 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
         for frame in meta["frames"]:
             if not isinstance(frame, dict):
                 raise DatasetError(f"{json_path}: a frame is not a JSON object")
-            frames.append((_image_path(root, frame, json_path), _pose(frame, json_path), angle_x, split))
+            time = _time(frame, json_path)
+            if frames and (time is None) != (frames[0][4] is None):
+                raise DatasetError(
+                    f"{json_path}: frame {frame.get('file_path', '?')} {'has no' if time is None else 'has a'} "
+                    f"'time' but {frames[0][0].name} {'has one' if time is None else 'has none'}; "
+                    "give every frame a time (D-NeRF) or none"
+                )
+            frames.append(
+                (_image_path(root, frame, json_path), _pose(frame, json_path), angle_x, split, time)
+            )
 
     first_path = frames[0][0]
     width, height = _image_size(first_path)
@@ -134,7 +159,7 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
             )
 
     Ks = []
-    for _, _, angle_x, _ in frames:
+    for _, _, angle_x, _, _ in frames:
         focal = 0.5 * width / math.tan(0.5 * angle_x)
         Ks.append([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
     cameras = Cameras(
@@ -142,6 +167,7 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
         Ks=torch.tensor(Ks, dtype=torch.float64).float(),
         width=width,
         height=height,
+        times=None if frames[0][4] is None else torch.tensor([f[4] for f in frames], dtype=torch.float32),
     )
 
     splits = [f[3] for f in frames]
