@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.base import DatasetError, SceneData, VideoFrame
 from splat4d.data.blender import is_blender, read_blender
 from splat4d.data.colmap import is_colmap, read_colmap
 from splat4d.data.config import DataConfig
@@ -114,12 +114,13 @@ def _validate(scene: SceneData, source: Path) -> None:
         raise DatasetError(f"{source}: split indices {bad[:5]} out of range for {n} images")
 
 
-def find_masks(folder: Path, image_paths: list[Path]) -> list[Path | None]:
+def find_masks(folder: Path, image_paths: list[Path | VideoFrame]) -> list[Path | None]:
     """Each image's mask in `folder`, or None where it has none.
 
     For an image `<dir>/<name>.<ext>` the candidates are, in order, `<folder>/<dir name>/...` then
     `<folder>/...` with the file names `<name>.<ext>`, `<name>.png` and `<name>.<ext>.png` (COLMAP's
-    convention). The first candidate that exists is used.
+    convention). The first candidate that exists is used. A video frame (`VideoFrame`) is named like
+    `cam00_000012` (frame 12 of cam00.mp4), its <dir> being the video's folder.
 
     Raises:
         DatasetError: `folder` is not a folder, or holds a mask for none of the images.

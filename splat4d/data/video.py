@@ -10,7 +10,10 @@ fifth column holds the image height, width and focal length in pixels. Every (ca
 time frame / (frames - 1), so times span [0, 1]; camera 0 is the test camera by N3DV's convention.
 
 Frames are never all held in memory: `SceneData.image_paths` holds `VideoFrame(video, index)` references, and
-`VideoFrameReader` decodes them on demand with PyAV (see its memory bound).
+`VideoFrameReader` decodes them on demand with PyAV (see its memory bound). A read in random order (as training
+samples views) seeks to the keyframe before the frame and decodes forward, so it costs up to one keyframe
+interval of decoding: videos with long ones (libx264's default is 250 frames) read faster re-encoded with a short
+interval, e.g. `ffmpeg -i cam00.mp4 -g 10 ...`.
 """
 
 from collections import OrderedDict
@@ -110,9 +113,8 @@ class VideoDecoder:
         rate = self._stream.average_rate or self._stream.guessed_rate
         if not rate or self._stream.time_base is None:
             raise DatasetError(f"{self.path}: video has no frame rate or time base; cannot locate frames")
-        self._frame_ticks = 1 / (
-            Fraction(rate) * Fraction(self._stream.time_base)
-        )  # timestamp units per frame
+        # Timestamp units per frame, exact (e.g. 1001 at 30000/1001 fps in a 1/30000 time base).
+        self._frame_ticks = 1 / (Fraction(rate) * Fraction(self._stream.time_base))
         self._start = self._stream.start_time or 0
 
     def _seek(self, index: int) -> None:
@@ -153,6 +155,7 @@ class VideoDecoder:
                 if found > index:  # a keyframe seek never lands after the target in a well-formed file
                     raise DatasetError(f"{self.path}: frame {index} is missing (decoding went on at {found})")
                 image = frame.to_ndarray(format="rgb24")
+                image.flags.writeable = False  # shared with the cache
                 self._cache[index] = image
                 while len(self._cache) > self.cache_frames:
                     self._cache.popitem(last=False)

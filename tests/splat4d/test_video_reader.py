@@ -140,6 +140,23 @@ def test_frames_are_decoded_on_demand_and_match_the_source_images(sample: Path, 
     assert half.rgb.shape == (1, H // 2, W // 2, 3) and half.cameras.width == W // 2
 
 
+def test_masks_are_found_by_frame_name(n3dv: Path, tmp_path: Path) -> None:
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask = np.full((H, W), 255, np.uint8)
+    mask[:, : W // 2] = 0
+    iio.imwrite(masks / "cam01_000002.png", mask)
+    scene = load_scene(DataConfig(path=n3dv, masks=masks), tmp_path / "work")
+    view = N_FRAMES + 2
+    assert scene.mask_paths[view] == masks / "cam01_000002.png" and scene.mask_paths[view + 1] is None
+    batch = ImageDataset(scene, [view])[0]
+    assert (
+        batch.mask is not None
+        and batch.mask[0, :, : W // 2].max() == 0
+        and batch.mask[0, :, W // 2 :].min() == 1
+    )
+
+
 def test_random_access_gives_the_frames_of_sequential_decoding(n3dv: Path) -> None:
     path = n3dv / "cam02.mp4"
     with av.open(str(path)) as container:
