@@ -91,9 +91,7 @@ def test_each_format_is_detected_from_its_files(layout: str, tmp_path: Path) -> 
 
 def test_unknown_folder_lists_the_formats(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    expected = (
-        r"not a dataset splat4d can read \(expected one of: blender, nerfstudio, colmap, n3dv, video, images\)"
-    )
+    expected = r"not a dataset splat4d can read \(expected one of: blender, nerfstudio, colmap, n3dv, video, images\)"
     with pytest.raises(DatasetError, match=expected):
         detect_format(tmp_path)
 
