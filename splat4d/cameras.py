@@ -66,3 +66,16 @@ class Cameras:
         Ks = self.Ks.clone()
         Ks[:, :2] *= factor
         return replace(self, Ks=Ks, width=round(self.width * factor), height=round(self.height * factor))
+
+
+def pixel_rays(Ks: Float[Tensor, "C 3 3"], width: int, height: int) -> Float[Tensor, "C H W 3"]:
+    """Camera-frame directions K⁻¹ (u, v, 1) through every pixel centre (u, v) = (i + 0.5, j + 0.5): their z is 1,
+    so a point at z-depth d on pixel (i, j)'s ray is d × ray."""
+    v, u = torch.meshgrid(
+        torch.arange(height, device=Ks.device, dtype=Ks.dtype) + 0.5,
+        torch.arange(width, device=Ks.device, dtype=Ks.dtype) + 0.5,
+        indexing="ij",
+    )
+    x = (u - Ks[:, 0, 2, None, None]) / Ks[:, 0, 0, None, None]
+    y = (v - Ks[:, 1, 2, None, None]) / Ks[:, 1, 1, None, None]
+    return torch.stack([x, y, torch.ones_like(x)], dim=-1)

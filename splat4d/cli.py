@@ -86,9 +86,10 @@ class Reconstruct:
     """Output scene folder."""
     pipeline: Literal["static", "dynamic"] = "static"
     """Reconstruction method: static (3DGS) or dynamic (4D Gaussians; every image needs a capture time)."""
-    preset: Literal["fast", "default", "quality"] = "default"
-    """fast: minutes on a CPU (static 1.2k steps, dynamic 2k); default: 30k steps; quality (static only): 30k
-    steps with 3DGS-as-MCMC."""
+    preset: Literal["fast", "mesh", "default", "quality"] = "default"
+    """fast: minutes on a CPU (static 1.2k steps, dynamic 2k); mesh (static only): fast plus depth-normal
+    consistency and flattening, for `splat4d export mesh`; default: 30k steps; quality (static only): 30k steps
+    with 3DGS-as-MCMC."""
     steps: int | None = None
     """Override the preset's number of steps (its schedules are scaled to match)."""
     strategy: Literal["preset", "default", "mcmc"] = "preset"

@@ -11,6 +11,24 @@ from splat4d.trainer import TrainerConfig
 
 
 @dataclass
+class GeometryConfig:
+    """Regularisers that make the Gaussians lie on the scene's surfaces, for meshing (`splat4d export mesh`): the
+    depth–normal consistency of 2DGS / PGSR and a flattening term. Both are off (0) unless a preset or flag sets
+    them; the `mesh` preset does."""
+
+    normal_weight: float = 0.0
+    """Weight of 1 − cos between the rendered normals and the normals of the rendered depth, edge-aware."""
+    flatten_weight: float = 0.0
+    """Weight of the mean smallest scale over the scene scale (Gaussians become discs with a clear normal)."""
+    start_fraction: float = 0.3
+    """Switch both on after this fraction of the training steps (once the coarse geometry has formed)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.normal_weight > 0 or self.flatten_weight > 0
+
+
+@dataclass
 class StaticConfig:
     """3DGS photometric training of a static scene."""
 
@@ -28,6 +46,8 @@ class StaticConfig:
     """Background colour; None: the dataset's (white for Blender scenes, else black)."""
     antialiased: bool = False
     """Mip-Splatting's opacity compensation for the 2D filter."""
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    """Surface regularisers for meshing (off by default)."""
 
 
 def _fast() -> StaticConfig:
@@ -52,8 +72,15 @@ def _quality() -> StaticConfig:
     )
 
 
+def _mesh() -> StaticConfig:
+    """`fast` plus the geometry regularisers, for scenes meant to become meshes: the same schedule, with
+    depth–normal consistency and flattening from 30% of the steps."""
+    return dataclasses.replace(_fast(), geometry=GeometryConfig(normal_weight=0.1, flatten_weight=1.0))
+
+
 PRESETS: dict[str, StaticConfig] = {
     "fast": _fast(),
+    "mesh": _mesh(),
     "default": StaticConfig(),
     "quality": _quality(),
 }

@@ -1,4 +1,5 @@
-"""The static training step: render the batch's camera, (1 − λ)·L1 + λ·D-SSIM against its photo.
+"""The static training step: render the batch's camera, (1 − λ)·L1 + λ·D-SSIM against its photo, plus the
+geometry regularisers when `StaticConfig.geometry` enables them (depth–normal consistency and flattening).
 
 Run it with `splat4d reconstruct PHOTOS_OR_DATASET -o OUT` (see `--help` for presets and options).
 """
@@ -10,8 +11,8 @@ from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData
 from splat4d.data.dataset import Batch
 from splat4d.gaussians import Gaussians
-from splat4d.initialization import init_gaussians
-from splat4d.losses import photometric
+from splat4d.initialization import init_gaussians, scene_scale
+from splat4d.losses import depth_to_normals, edge_aware_weight, flatten, normal_consistency, photometric
 from splat4d.metrics import psnr
 from splat4d.pipeline import StepResult
 from splat4d.render import RenderOutput, RenderSettings, render
@@ -19,27 +20,58 @@ from splat4d.render import RenderOutput, RenderSettings, render
 
 class StaticPipeline:
     def __init__(
-        self, cfg: StaticConfig, gaussians: Gaussians, background: tuple[float, float, float]
+        self,
+        cfg: StaticConfig,
+        gaussians: Gaussians,
+        background: tuple[float, float, float],
+        scene_scale: float = 1.0,
     ) -> None:
         self.cfg = cfg
         self.gaussians = gaussians
         self.background = background
+        self.scene_scale = scene_scale
         self._absgrad = bool(getattr(cfg.strategy, "absgrad", False))
 
-    def settings(self, sh_degree: int | None = None, absgrad: bool = False) -> RenderSettings:
+    def settings(
+        self, sh_degree: int | None = None, absgrad: bool = False, normals: bool = False
+    ) -> RenderSettings:
         return RenderSettings(
-            sh_degree=sh_degree, background=self.background, antialiased=self.cfg.antialiased, absgrad=absgrad
+            sh_degree=sh_degree,
+            background=self.background,
+            antialiased=self.cfg.antialiased,
+            absgrad=absgrad,
+            normals=normals,
         )
 
     def train_step(self, batch: Batch, step: int) -> StepResult:
         degree = min(step // self.cfg.sh_degree_interval, self.gaussians.sh_degree)
-        out = render(self.gaussians, batch.cameras, self.settings(degree, self._absgrad))
+        geo = self.cfg.geometry
+        regularise = geo.enabled and step >= geo.start_fraction * self.cfg.trainer.steps
+        out = render(self.gaussians, batch.cameras, self.settings(degree, self._absgrad, regularise))
         loss, parts = photometric(out.rgb, batch.rgb, self.cfg.ssim_lambda, batch.mask)
+        if regularise:
+            loss = loss + self._geometry_loss(out, batch, parts)
         with torch.no_grad():
             logs = {k: float(v) for k, v in parts.items()}
             logs["psnr"] = float(psnr(out.rgb.detach(), batch.rgb).mean())
             logs["sh_degree"] = degree
         return StepResult(loss, logs, out.info)
+
+    def _geometry_loss(self, out: RenderOutput, batch: Batch, parts: dict) -> torch.Tensor:
+        """The weighted geometry regularisers; their unweighted values go into `parts` for the log."""
+        geo = self.cfg.geometry
+        loss = out.rgb.new_zeros(())
+        if geo.normal_weight > 0 and out.normals is not None:
+            from_depth, valid = depth_to_normals(out.planar_depth, batch.cameras.Ks)
+            weight = edge_aware_weight(batch.rgb) * valid * (out.alpha.detach() > 0.5)
+            if batch.mask is not None:
+                weight = weight * batch.mask
+            parts["normal"] = normal_consistency(out.normals, from_depth, weight)
+            loss = loss + geo.normal_weight * parts["normal"]
+        if geo.flatten_weight > 0:
+            parts["flatten"] = flatten(self.gaussians.scales, self.scene_scale)
+            loss = loss + geo.flatten_weight * parts["flatten"]
+        return loss
 
     @torch.no_grad()
     def render_view(self, cameras: Cameras, t: float | None = None) -> RenderOutput:
@@ -50,4 +82,5 @@ class StaticPipeline:
 
 def build(cfg: StaticConfig, scene: SceneData, device: torch.device) -> StaticPipeline:
     background = cfg.background or scene.background or (0.0, 0.0, 0.0)
-    return StaticPipeline(cfg, init_gaussians(scene, cfg.init).to(device), tuple(background))
+    gaussians = init_gaussians(scene, cfg.init).to(device)
+    return StaticPipeline(cfg, gaussians, tuple(background), scene_scale(scene.cameras))

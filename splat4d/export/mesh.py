@@ -10,7 +10,7 @@ background behind it. Pixels whose accumulated alpha is below `min_alpha` are no
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -21,6 +21,7 @@ import tyro
 
 from splat4d.cameras import Cameras
 from splat4d.export.tsdf import TSDFVolume, fuse_open3d, keep_largest_components
+from splat4d.gaussians import Gaussians
 from splat4d.initialization import look_at_point
 from splat4d.io.atomic import atomic_write_bytes
 
@@ -61,8 +62,10 @@ class MeshExport:
     extra_views: int = 0
     """Cameras added on an orbit around the look-at point (at the training cameras' median distance and
     elevation range), besides the training cameras."""
-    depth: Literal["median", "expected"] = "median"
-    """Rendered depth to fuse: the median (transmittance 0.5) or the alpha-normalised expected depth."""
+    depth: Literal["auto", "planar", "median", "expected"] = "auto"
+    """Rendered depth to fuse: planar (where each pixel's ray meets the plane of the composited Gaussian normals;
+    3D scenes), median (the Gaussian where transmittance crosses 0.5), or the alpha-normalised expected depth of
+    the Gaussian centres. auto: planar for 3D scenes, median for 4D ones."""
     min_alpha: float = 0.5
     """Pixels with less accumulated opacity are not fused."""
     backend: Literal["torch", "open3d"] = "torch"
@@ -161,11 +164,22 @@ def _concat(a: Cameras, b: Cameras) -> Cameras:
 def render_depths(
     pipeline: "Pipeline", cameras: Cameras, depth: str = "median", min_alpha: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depth [C, H, W] (0 where alpha < min_alpha or nothing was hit) and colour [C, H, W, 3], one view at a time."""
+    """Depth [C, H, W] (0 where alpha < min_alpha or nothing was hit) and colour [C, H, W, 3], one view at a time.
+
+    `depth` is "median", "expected" or "planar" (`RenderOutput.planar_depth`; 3D scenes only)."""
+    from splat4d.render import render
+
+    if depth == "planar" and not isinstance(pipeline.gaussians, Gaussians):
+        raise ValueError("render_depths: planar depth needs a 3D scene; use median or expected depth")
     depths, rgbs = [], []
     for c in range(len(cameras)):
-        out = pipeline.render_view(cameras[c])
-        d = (out.median_depth if depth == "median" else out.depth)[0, ..., 0]
+        if depth == "planar":
+            with torch.no_grad():
+                out = render(pipeline.gaussians, cameras[c], replace(pipeline.settings(), normals=True))
+            d = out.planar_depth[0, ..., 0]
+        else:
+            out = pipeline.render_view(cameras[c])
+            d = (out.median_depth if depth == "median" else out.depth)[0, ..., 0]
         depths.append(torch.where(out.alpha[0, ..., 0] >= min_alpha, d, torch.zeros_like(d)))
         rgbs.append(out.rgb[0].clamp(0, 1))
     return torch.stack(depths), torch.stack(rgbs)
@@ -186,7 +200,10 @@ def extract_mesh(pipeline: "Pipeline", cameras: Cameras, cfg: MeshExport) -> tri
     truncation = cfg.truncation or TRUNCATION_VOXELS * voxel
     if cfg.extra_views > 0:
         cameras = _concat(cameras, orbit_cameras(cameras, cfg.extra_views))
-    depths, rgbs = render_depths(pipeline, cameras, cfg.depth, cfg.min_alpha)
+    depth = cfg.depth
+    if depth == "auto":
+        depth = "planar" if isinstance(pipeline.gaussians, Gaussians) else "median"
+    depths, rgbs = render_depths(pipeline, cameras, depth, cfg.min_alpha)
     if cfg.backend == "open3d":
         mesh = fuse_open3d(depths, cameras, bounds, voxel, truncation, rgbs)
     else:
