@@ -38,6 +38,10 @@ class Pipeline(Protocol):
         (the viewer rendering a snapshot of `gaussians`) renders them the same way as `render_view`."""
         ...
 
+    # Optional: `bind_views(dataset: ImageDataset) -> None`. When a pipeline defines it, the trainer calls it with
+    # the dataset it draws batches from, before the first step and whenever that dataset changes (coarse-to-fine),
+    # so that losses comparing a batch with other training images (multi-view consistency) can read them.
+
 
 def load_params(params: torch.nn.ParameterDict, tensors: dict[str, Tensor]) -> None:
     """Replace every parameter with the stored tensor (the number of Gaussians may differ from the current one)."""

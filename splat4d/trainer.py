@@ -108,6 +108,7 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0
         self._coarse: ImageDataset | None = None
+        self._bound: ImageDataset | None = None
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -152,7 +153,13 @@ class Trainer:
         scheduled = self.optim_cfg.scheduled_param
         if scheduled in self.optimizers:
             set_lr(self.optimizers[scheduled], lr_means)
-        batch = self._dataset_for(step)[next(self.sampler)]
+        dataset = self._dataset_for(step)
+        if dataset is not self._bound and hasattr(self.pipeline, "bind_views"):
+            self.pipeline.bind_views(
+                dataset
+            )  # optional Pipeline hook (splat4d.pipeline), for multi-view losses
+        self._bound = dataset
+        batch = dataset[next(self.sampler)]
         result = self.pipeline.train_step(batch, step)
         regularizers = self.strategy.regularization_losses(self.pipeline.gaussians)
         loss = result.loss + sum(regularizers.values())

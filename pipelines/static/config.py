@@ -20,12 +20,19 @@ class GeometryConfig:
     """Weight of 1 − cos between the rendered normals and the normals of the rendered depth, edge-aware."""
     flatten_weight: float = 0.0
     """Weight of the mean smallest scale over the scene scale (Gaussians become discs with a clear normal)."""
+    multiview_weight: float = 0.0
+    """Weight of the multi-view patch term: 1 − NCC of photo patches warped into a neighbouring training photo by
+    the rendered surface (`pipelines.static.multiview`)."""
+    multiview_patches: int = 2048
+    """Patches sampled per step for the multi-view term."""
+    multiview_neighbours: int = 4
+    """Each step compares with one of this many nearest training cameras (axes within 60°), drawn at random."""
     start_fraction: float = 0.3
-    """Switch both on after this fraction of the training steps (once the coarse geometry has formed)."""
+    """Switch the regularisers on after this fraction of the training steps (once coarse geometry has formed)."""
 
     @property
     def enabled(self) -> bool:
-        return self.normal_weight > 0 or self.flatten_weight > 0
+        return self.normal_weight > 0 or self.flatten_weight > 0 or self.multiview_weight > 0
 
 
 @dataclass
@@ -74,8 +81,9 @@ def _quality() -> StaticConfig:
 
 def _mesh() -> StaticConfig:
     """`fast` plus the geometry regularisers, for scenes meant to become meshes: the same schedule, with
-    depth–normal consistency and flattening from 30% of the steps."""
-    return dataclasses.replace(_fast(), geometry=GeometryConfig(normal_weight=0.1, flatten_weight=1.0))
+    depth–normal consistency, flattening and multi-view patch consistency from 30% of the steps."""
+    geometry = GeometryConfig(normal_weight=0.1, flatten_weight=1.0, multiview_weight=0.2)
+    return dataclasses.replace(_fast(), geometry=geometry)
 
 
 PRESETS: dict[str, StaticConfig] = {

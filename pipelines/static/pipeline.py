@@ -7,9 +7,10 @@ Run it with `splat4d reconstruct PHOTOS_OR_DATASET -o OUT` (see `--help` for pre
 import torch
 
 from pipelines.static.config import StaticConfig
+from pipelines.static.multiview import grey, neighbours, patch_ncc_loss, plane_maps
 from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData
-from splat4d.data.dataset import Batch
+from splat4d.data.dataset import Batch, ImageDataset
 from splat4d.gaussians import Gaussians
 from splat4d.initialization import init_gaussians, scene_scale
 from splat4d.losses import depth_to_normals, edge_aware_weight, flatten, normal_consistency, photometric
@@ -30,6 +31,8 @@ class StaticPipeline:
         self.gaussians = gaussians
         self.background = background
         self.scene_scale = scene_scale
+        self._views: ImageDataset | None = None
+        self._neighbours: list[list[int]] = []
         self._absgrad = bool(getattr(cfg.strategy, "absgrad", False))
 
     def settings(
@@ -57,6 +60,31 @@ class StaticPipeline:
             logs["sh_degree"] = degree
         return StepResult(loss, logs, out.info)
 
+    def bind_views(self, views: ImageDataset) -> None:
+        """The training images batches are drawn from (called by the trainer, again when the resolution changes):
+        the multi-view term compares each batch with a neighbouring one of these."""
+        if self._views is None or self._views.indices != views.indices:
+            self._neighbours = neighbours(views.cameras, self.cfg.geometry.multiview_neighbours)
+        self._views = views
+
+    def _multiview_loss(self, out: RenderOutput, batch: Batch) -> tuple[torch.Tensor, int]:
+        views = self._views
+        if views is None or batch.index not in views.indices:
+            return out.rgb.new_zeros(()), 0
+        candidates = self._neighbours[views.indices.index(batch.index)]
+        if not candidates:
+            return out.rgb.new_zeros(()), 0
+        nbr = views[candidates[int(torch.randint(len(candidates), ()))]]
+        normals, dists = plane_maps(out.normals[0], out.planar_depth[0, ..., 0], batch.cameras.Ks[0])
+        valid = (out.alpha[0, ..., 0].detach() > 0.5) & (out.planar_depth[0, ..., 0].detach() > 0)
+        if batch.mask is not None:
+            valid &= batch.mask[0, ..., 0] > 0.5
+        T_nbr_ref = nbr.cameras.T_cam_world[0] @ batch.cameras.T_world_cam[0]
+        return patch_ncc_loss(
+            grey(batch.rgb[0]), grey(nbr.rgb[0]), batch.cameras.Ks[0], nbr.cameras.Ks[0], T_nbr_ref,
+            normals, dists, valid, self.cfg.geometry.multiview_patches,
+        )  # fmt: skip
+
     def _geometry_loss(self, out: RenderOutput, batch: Batch, parts: dict) -> torch.Tensor:
         """The weighted geometry regularisers; their unweighted values go into `parts` for the log."""
         geo = self.cfg.geometry
@@ -68,6 +96,11 @@ class StaticPipeline:
                 weight = weight * batch.mask
             parts["normal"] = normal_consistency(out.normals, from_depth, weight)
             loss = loss + geo.normal_weight * parts["normal"]
+        if geo.multiview_weight > 0 and out.normals is not None:
+            term, used = self._multiview_loss(out, batch)
+            if used:
+                parts["multiview"] = term
+                loss = loss + geo.multiview_weight * term
         if geo.flatten_weight > 0:
             parts["flatten"] = flatten(self.gaussians.scales, self.scene_scale)
             loss = loss + geo.flatten_weight * parts["flatten"]

@@ -140,6 +140,33 @@ def test_static_pipeline_adds_the_regularisers_after_their_start() -> None:
     assert "normal" not in plain.train_step(batch, step=60).logs
 
 
+class _Views:
+    """Stands in for the trainer's ImageDataset: two views of the same random photo, the second beside the first."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.indices = [0, 1]
+        T = torch.eye(4).expand(2, 4, 4).clone()
+        T[1, 0, 3] = 0.2
+        self.cameras = Cameras(T, K.expand(2, 3, 3).clone(), W, H)
+        self._batch = batch
+
+    def __getitem__(self, i: int) -> Batch:
+        return self._batch._replace(cameras=self.cameras[i : i + 1], index=i)
+
+
+def test_static_pipeline_compares_with_a_bound_neighbouring_view() -> None:
+    pipeline, batch = _pipeline(GeometryConfig(multiview_weight=0.2, start_fraction=0.0))
+    assert (
+        "multiview" not in pipeline.train_step(batch, step=1).logs
+    )  # no views bound yet: the term is skipped
+    views = _Views(batch)
+    pipeline.bind_views(views)
+    result = pipeline.train_step(batch, step=1)
+    assert 0 < result.logs["multiview"] <= 2
+    result.loss.backward()
+    assert pipeline.gaussians.params["means"].grad.abs().sum() > 0
+
+
 def test_mesh_preset_is_fast_with_the_regularisers() -> None:
     presets = PIPELINES["static"].presets
     mesh, fast = presets["mesh"], presets["fast"]

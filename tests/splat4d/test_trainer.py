@@ -112,3 +112,12 @@ def test_coarse_steps_train_at_half_resolution(tiny_scene, tmp_path: Path) -> No
     trainer.train()
     assert seen[0] == (0, (24, 32), 32) and seen[7][1:] == ((24, 32), 32)
     assert seen[8] == (8, (48, 64), 64) and seen[-1][0] == 11
+
+
+def test_trainer_binds_the_dataset_it_draws_from_coarse_then_full(tiny_scene, tmp_path: Path) -> None:
+    trainer = _trainer(tiny_scene, tmp_path, steps=12)  # coarse_until=8
+    bound = []
+    trainer.pipeline.bind_views = bound.append
+    trainer.train()
+    assert len(bound) == 2 and bound[1] is trainer.dataset
+    assert bound[0].width == trainer.dataset.width // 2
