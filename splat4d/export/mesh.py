@@ -41,6 +41,8 @@ BOUNDS_MAX_CAMERA_DISTANCES = 3.0
 """...and clipped to this many times the largest camera distance from the cameras' look-at point."""
 OPAQUE = 0.1
 """Gaussians at least this opaque set the default bounds."""
+FLAT_RATIO = 0.25
+"""Scenes whose median smallest-to-middle scale ratio is below this count as flattened (see `auto_depth`)."""
 
 
 @dataclass
@@ -65,7 +67,8 @@ class MeshExport:
     depth: Literal["auto", "planar", "median", "expected"] = "auto"
     """Rendered depth to fuse: planar (where each pixel's ray meets the plane of the composited Gaussian normals;
     3D scenes), median (the Gaussian where transmittance crosses 0.5), or the alpha-normalised expected depth of
-    the Gaussian centres. auto: planar for 3D scenes, median for 4D ones."""
+    the Gaussian centres. auto: planar for 3D scenes of flattened Gaussians (as `--preset mesh` trains), else
+    median."""
     min_alpha: float = 0.5
     """Pixels with less accumulated opacity are not fused."""
     backend: Literal["torch", "open3d"] = "torch"
@@ -185,6 +188,18 @@ def render_depths(
     return torch.stack(depths), torch.stack(rgbs)
 
 
+def auto_depth(gaussians: torch.nn.Module) -> str:
+    """The depth `MeshExport.depth = "auto"` fuses: "planar" when the scene is 3D and its Gaussians are discs (the
+    median ratio of smallest to middle scale below `FLAT_RATIO`), else "median". A round Gaussian's shortest axis is
+    an arbitrary direction, so planar depth helps only once training has flattened them (measured on the procedural
+    scene: F-score 0.57 planar vs 0.61 median for `fast`, whose ratio is 0.48; 0.985 planar for `mesh`, 0.07)."""
+    if not isinstance(gaussians, Gaussians) or len(gaussians) == 0:
+        return "median"
+    scales = gaussians.scales.detach().sort(dim=-1).values
+    ratio = float((scales[:, 0] / scales[:, 1].clamp_min(1e-12)).median())
+    return "planar" if ratio < FLAT_RATIO else "median"
+
+
 def extract_mesh(pipeline: "Pipeline", cameras: Cameras, cfg: MeshExport) -> trimesh.Trimesh:
     """The mesh of a trained pipeline seen from `cameras` (plus `cfg.extra_views`), with vertex colours.
 
@@ -200,9 +215,7 @@ def extract_mesh(pipeline: "Pipeline", cameras: Cameras, cfg: MeshExport) -> tri
     truncation = cfg.truncation or TRUNCATION_VOXELS * voxel
     if cfg.extra_views > 0:
         cameras = _concat(cameras, orbit_cameras(cameras, cfg.extra_views))
-    depth = cfg.depth
-    if depth == "auto":
-        depth = "planar" if isinstance(pipeline.gaussians, Gaussians) else "median"
+    depth = cfg.depth if cfg.depth != "auto" else auto_depth(gaussians)
     depths, rgbs = render_depths(pipeline, cameras, depth, cfg.min_alpha)
     if cfg.backend == "open3d":
         mesh = fuse_open3d(depths, cameras, bounds, voxel, truncation, rgbs)

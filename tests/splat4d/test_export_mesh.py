@@ -20,8 +20,9 @@ def test_mesh_export_writes_a_mesh_trimesh_reloads(
 ) -> None:
     out = tmp_path / "exports" / f"mesh{suffix}"
     extra = 2 if suffix == ".ply" else 0
+    depth = "planar" if suffix == ".obj" else "auto"  # the fixture's round Gaussians: auto is median
     written = MeshExport(
-        reconstructed_sample, out=out, voxel_size=VOXEL, extra_views=extra, device="cpu"
+        reconstructed_sample, out=out, voxel_size=VOXEL, extra_views=extra, depth=depth, device="cpu"
     ).main(PIPELINES)
     assert written == out
     mesh = trimesh.load(out, force="mesh")
@@ -63,3 +64,19 @@ def test_orbit_cameras_look_at_the_centre(reconstructed_sample: Path) -> None:
     assert torch.allclose(rotations.det(), torch.ones(5), atol=1e-5)
     radius = (cameras.centers - centre).norm(dim=-1).median()
     assert torch.allclose((extra.centers - centre).norm(dim=-1), radius.expand(5), rtol=1e-4)
+
+
+def test_auto_depth_is_planar_only_for_flattened_3d_gaussians() -> None:
+    import torch
+
+    from splat4d.export.mesh import auto_depth
+    from splat4d.gaussians import Gaussians, Gaussians4D
+
+    points = torch.rand(50, 3)
+    round_ = Gaussians.from_points(points, torch.rand(50, 3), sh_degree=0)
+    assert auto_depth(round_) == "median"
+    with torch.no_grad():
+        round_.params["log_scales"][:, 1] -= 3.0  # one axis 20x shorter than the others: discs
+    assert auto_depth(round_) == "planar"
+    four_d = Gaussians4D.from_points(points, torch.rand(50, 3), torch.rand(50), sh_degree=0)
+    assert auto_depth(four_d) == "median"
