@@ -261,7 +261,10 @@ class ViewerApp:
         self._invalidate()
 
     def _send_splats(self, scene: ViewedScene) -> None:
-        splats = browser_splats(scene.gaussians, self.time if scene.is_4d else None)
+        t = self.time if scene.is_4d else None
+        with self._render_lock:  # a streamed scene's segment cache is shared with the render threads
+            gaussians = scene.at(t)
+        splats = browser_splats(gaussians, t)
         self._splats = self.server.scene.add_gaussian_splats(
             "/splats", splats.centers, splats.covariances, splats.rgbs, splats.opacities
         )
@@ -329,7 +332,8 @@ def _stats_markdown(scene: ViewedScene) -> str:
     lo, hi = scene.bounds()
     box = " × ".join(f"{b - a:.2f}" for a, b in zip(lo, hi, strict=True))
     lines = [
-        f"**{len(scene.gaussians):,}** {'4D' if scene.is_4d else '3D'} Gaussians",
+        f"**{scene.num_gaussians:,}** {'4D' if scene.is_4d else '3D'} Gaussians"
+        + (" (streamed by time segment)" if scene.stream is not None else ""),
         f"bounds (98%): {box}",
         f"cameras: {0 if scene.cameras is None else len(scene.cameras)}",
     ]

@@ -136,7 +136,7 @@ class ClientRenderer:
         cameras = viser_to_cameras(np.array(wxyz), np.array(position), fov, width, height, self.device)
         t = state.time if scene.is_4d else None
         with self.render_lock, torch.no_grad():
-            out = render(scene.gaussians, cameras, scene.settings, t=t)
+            out = render(scene.at(t), cameras, scene.settings, t=t)
         image = frame_image(out.rgb[0], out.alpha[0], out.depth[0], state.mode)
         if self._stop.is_set():
             return

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -18,6 +18,9 @@ from splat4d.cameras import Cameras
 from splat4d.gaussians import Gaussians, Gaussians4D
 from splat4d.reconstruct import SceneFolderError
 from splat4d.render import RenderSettings
+
+if TYPE_CHECKING:
+    from splat4d.hierarchy import HierarchicalScene
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,19 @@ class ViewedScene:
     """Training cameras (frustums in the viewer; a click moves the view there)."""
     step: int | None = None
     """Training step the parameters come from, when known."""
+    stream: "HierarchicalScene | None" = None
+    """A temporal hierarchy streamed from disk: then `gaussians` is only its path at t = 0.5 (for bounds), and
+    `at(t)` loads the segments of t."""
+
+    def at(self, t: float | None) -> Gaussians | Gaussians4D:
+        """The Gaussians to render at t (the whole scene unless it is streamed)."""
+        if self.stream is None or t is None:
+            return self.gaussians
+        return self.stream.gaussians_at(t)
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.stream.num_gaussians if self.stream is not None else len(self.gaussians)
 
     @property
     def is_4d(self) -> bool:
@@ -93,11 +109,19 @@ class ViewSceneError(SceneFolderError):
 
 
 def load_view_scene(path: Path, pipelines: Mapping[str, Any], device: torch.device) -> ViewedScene:
-    """A scene folder written by `splat4d reconstruct` (its pipeline, newest checkpoint and cameras), or a 3DGS /
-    4D splat4d PLY file (rendered on a black background, no cameras)."""
+    """A scene folder written by `splat4d reconstruct` (its pipeline, newest checkpoint and cameras), a temporal
+    hierarchy folder written by `splat4d export hierarchy` (streamed), or a 3DGS / 4D splat4d PLY file (rendered
+    on a black background, no cameras)."""
+    from splat4d.hierarchy import MANIFEST_NAME, HierarchicalScene, HierarchyFormatError
     from splat4d.io.ply import PlyError, read_ply, read_ply_4d
 
     path = Path(path)
+    if (path / MANIFEST_NAME).is_file():
+        try:
+            stream = HierarchicalScene(path, device)
+        except HierarchyFormatError as exc:
+            raise ViewSceneError(str(exc)) from None
+        return ViewedScene(stream.gaussians_at(0.5), stream=stream)
     if path.is_file():
         try:
             gaussians: Gaussians | Gaussians4D = read_ply(path)

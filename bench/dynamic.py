@@ -1,0 +1,125 @@
+"""Dynamic scenes: train the dynamic pipeline (4D Gaussians, preset "fast") on the procedural dynamic sample, as
+multi-view video (4 fixed cameras × 12 frames, camera 0 held out) and as one moving camera (D-NeRF style, every 8th
+frame held out), and write the figures into bench/results/dynamic-<device>.json (format: ../shared/BENCH.md),
+keeping the hierarchy figures that bench/hierarchy.py writes there.
+
+    python bench/dynamic.py --device cpu
+    python bench/dynamic.py --device cpu --scenes monocular
+
+Figures: procedural_multiview_psnr, procedural_monocular_psnr (held-out views; target ≥ 27 dB on the CPU within 15
+minutes of training), with their training seconds. Rows: SSIM, #Gaussians, render FPS of the test views.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import RESULTS, device_name, write_results
+from rich.console import Console
+
+from pipelines import PIPELINES
+from splat4d.data.config import DataConfig
+from splat4d.data.dataset import ImageDataset
+from splat4d.data.synthetic import load_recipe, write_sample_scene
+from splat4d.reconstruct import reconstruct, resolve_device
+
+REPO = Path(__file__).resolve().parent.parent
+PART = "training"
+"""Rows of this bench carry part = "training" (bench/hierarchy.py's carry part = "hierarchy")."""
+SCENES = {
+    "multiview": {"layout": "multiview", "n_cameras": 4, "n_frames": 12},
+    "monocular": {},
+}
+
+
+def _render_fps(pipeline, scene, device: torch.device) -> float:
+    data = ImageDataset(scene, scene.test_indices or scene.train_indices, 1, device)
+    pipeline.render_view(data[0].cameras)  # warm-up
+    t0 = time.perf_counter()
+    for i in range(len(data)):
+        pipeline.render_view(data[i].cameras)
+    return len(data) / (time.perf_counter() - t0)
+
+
+def _run(name: str, photos: Path, steps: int | None, device: torch.device, work: Path) -> dict:
+    spec = PIPELINES["dynamic"]
+    cfg = spec.presets["fast"] if steps is None else spec.with_steps(spec.presets["fast"], steps)
+    cfg = dataclasses.replace(
+        cfg, data=DataConfig(path=photos), trainer=dataclasses.replace(cfg.trainer, progress=False)
+    )
+    result = reconstruct(
+        spec, "dynamic", "fast", cfg, work / name, device, overwrite=True, console=Console(quiet=True)
+    )
+    m = result.metrics
+    row = {
+        "part": PART,
+        "scene": f"procedural_{name}",
+        "command": "python " + " ".join(sys.argv),
+        "preset": "fast",
+        "steps": m["steps"],
+        "train_seconds": round(m["train_seconds"], 1),
+        "test_psnr": m["psnr"],
+        "test_ssim": m["ssim"],
+        "num_test_views": m["num_views"],
+        "num_gaussians": m["num_gaussians"],
+        "images": len(result.scene.cameras),
+        "resolution": [result.scene.cameras.width, result.scene.cameras.height],
+        "render_fps": round(_render_fps(result.pipeline, result.scene, device), 2),
+    }
+    print(row, flush=True)
+    return row
+
+
+def _merge_and_write(
+    device: torch.device, scenes: list[str], figures: dict, rows: list, missing: dict
+) -> Path:
+    path = RESULTS / f"dynamic-{device_name(device)}.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        mine = {f"procedural_{s}_{k}" for s in scenes for k in ("psnr", "seconds")}
+        for key, value in old.get("figures", {}).items():
+            if key not in mine:
+                figures.setdefault(key, value)
+        for key, why in old.get("missing", {}).items():
+            missing.setdefault(key, why)
+        keep = [r for r in old.get("rows", []) if r.get("part") != PART or r.get("scene") not in
+                {f"procedural_{s}" for s in scenes}]  # fmt: skip
+        rows[:0] = keep
+    return write_results("dynamic", device, figures, rows, missing)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    parser.add_argument("--steps", type=int, default=None, help="default: the fast preset's")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    figures, rows = {}, []
+    missing = {
+        "dnerf_psnr": "no D-NeRF-style dataset in ../shared/data (its README: the procedural dynamic samples serve "
+        "until one is added), so no comparison with the published 4DGS number was possible"
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        recipe = load_recipe(REPO / "assets" / "samples" / "dynamic.json")
+        for name in args.scenes:
+            cfg = dataclasses.replace(recipe, **SCENES[name])
+            photos = write_sample_scene(cfg, work / f"{name}-photos", progress=False)
+            row = _run(name, photos, args.steps, device, work)
+            rows.append(row)
+            figures[f"procedural_{name}_psnr"] = round(row["test_psnr"], 3)
+            figures[f"procedural_{name}_seconds"] = row["train_seconds"]
+    path = _merge_and_write(device, args.scenes, figures, rows, missing)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
