@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pycolmap
+import torch
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -357,5 +358,12 @@ def read_video(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneDa
     frames = Path(workdir) / "frames"
     times = extract_frames(video, cfg.video, frames, progress)
     scene = _scene_from_folder(frames, cfg, workdir, "video", progress)
-    scene.metadata["frame_times"] = [times[p.name] for p in scene.image_paths]
+    seconds = [times[p.name] for p in scene.image_paths]
+    scene.metadata["frame_times"] = seconds
+    # Capture times in [0, 1] over the kept frames, so a moving scene filmed by one camera trains with
+    # `--pipeline dynamic` (SfM poses the camera on what does not move; RANSAC treats moving things as outliers).
+    start, end = min(times.values()), max(times.values())
+    span = end - start if end > start else 1.0
+    normalised = torch.tensor([(t - start) / span for t in seconds], dtype=torch.float32)
+    scene.cameras = dataclasses.replace(scene.cameras, times=normalised)
     return scene

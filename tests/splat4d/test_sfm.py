@@ -229,6 +229,9 @@ def test_video_frames_are_kept_and_posed(video: Path, sample: Path, tmp_path: Pa
     assert _centre_errors(scene, read_nerfstudio(sample), names).max() < 0.05
     expected_times = [kept[int(p.stem.split("_")[1])] / VIDEO_FPS for p in scene.image_paths]
     np.testing.assert_allclose(scene.metadata["frame_times"], expected_times, atol=1e-6)
+    # capture times in [0, 1] over the kept frames, for the dynamic pipeline
+    last = kept[-1] / VIDEO_FPS
+    np.testing.assert_allclose(scene.cameras.times.numpy(), np.asarray(expected_times) / last, atol=1e-6)
 
     written = frames[0].stat().st_mtime_ns
     again = read_video(cfg, tmp_path, progress=False)  # frames and SfM both come from the cache
