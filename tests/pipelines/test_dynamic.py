@@ -1,7 +1,6 @@
 """The dynamic pipeline end to end on tiny procedural dynamic scenes (monocular and multi-view), its schedule
 scaling, its regularisers and its errors."""
 
-import dataclasses
 import json
 
 import pytest
@@ -11,24 +10,17 @@ from pipelines import PIPELINES
 from pipelines.dynamic import regularizers
 from pipelines.dynamic.config import PRESETS, with_steps
 from splat4d.data.base import DatasetError
-from splat4d.data.config import DataConfig
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
 from splat4d.gaussians import Gaussians4D
 from splat4d.io.ply import read_ply_4d
-from splat4d.reconstruct import load_trained, reconstruct
+from splat4d.reconstruct import load_trained
+from tests.pipelines.helpers import train_dynamic
 
 SPEC = PIPELINES["dynamic"]
 
 
 def _train(photos, out, steps: int):
-    cfg = with_steps(PRESETS["fast"], steps)
-    cfg = dataclasses.replace(
-        cfg,
-        data=DataConfig(path=photos),
-        trainer=dataclasses.replace(cfg.trainer, progress=False),
-        init=dataclasses.replace(cfg.init, random_points=3000),
-    )
-    return reconstruct(SPEC, "dynamic", "fast", cfg, out, torch.device("cpu"))
+    return train_dynamic(photos, out, steps, random_points=3000)
 
 
 @pytest.mark.parametrize(

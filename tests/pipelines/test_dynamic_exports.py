@@ -1,7 +1,6 @@
 """Exports of a scene made by the dynamic pipeline, through the CLI: a time-sweep video whose frames move, and the
 4D PLY plus per-frame sliced PLYs."""
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,10 @@ import pytest
 import torch
 
 from pipelines import PIPELINES
-from pipelines.dynamic.config import PRESETS, with_steps
-from splat4d.data.config import DataConfig
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
 from splat4d.gaussians import Gaussians, Gaussians4D
 from splat4d.io.ply import read_ply, read_ply_4d
-from splat4d.reconstruct import reconstruct
+from tests.pipelines.helpers import train_dynamic
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +25,7 @@ def dynamic_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "photos",
         progress=False,
     )
-    cfg = with_steps(PRESETS["fast"], 60)
-    cfg = dataclasses.replace(
-        cfg,
-        data=DataConfig(path=photos),
-        trainer=dataclasses.replace(cfg.trainer, progress=False),
-        init=dataclasses.replace(cfg.init, random_points=1500),
-    )
-    reconstruct(PIPELINES["dynamic"], "dynamic", "fast", cfg, root / "scene", torch.device("cpu"))
+    train_dynamic(photos, root / "scene", steps=60, random_points=1500)
     return root / "scene"
 
 
@@ -73,3 +63,33 @@ def test_4d_ply_and_sliced_frames_export(dynamic_scene: Path, tmp_path: Path) ->
     sliced = [read_ply(p) for p in slices]
     assert all(isinstance(s, Gaussians) for s in sliced)
     assert not torch.equal(sliced[0].means, sliced[-1].means)  # the slices differ in time
+
+
+def test_hierarchy_export_streams_in_the_viewer_like_the_flat_scene(
+    dynamic_scene: Path, tmp_path: Path
+) -> None:
+    from splat4d.cameras import Cameras
+    from splat4d.hierarchy import read_manifest
+    from splat4d.reconstruct import load_trained
+    from splat4d.render import render
+    from viewer import load_view_scene
+
+    out = tmp_path / "hierarchy"
+    run = _cli("export", "hierarchy", str(dynamic_scene), "--out", str(out), "--depth", "2")
+    assert run.returncode == 0, run.stderr
+    manifest = read_manifest(out)
+    trained = load_trained(dynamic_scene, PIPELINES, torch.device("cpu"))
+    flat = trained.pipeline.gaussians
+    assert manifest.tree.depth == 2 and manifest.num_gaussians == len(flat)
+    viewed = load_view_scene(out, PIPELINES, torch.device("cpu"))
+    assert viewed.stream is not None and viewed.num_gaussians == len(flat) and viewed.is_4d
+    camera: Cameras = trained.scene.cameras[:1]
+    for t in (0.1, 0.5, 0.9):
+        with torch.no_grad():
+            expected = render(flat, camera, viewed.settings, t=t).rgb
+            streamed = render(viewed.at(t), camera, viewed.settings, t=t).rgb
+        torch.testing.assert_close(streamed, expected, atol=1e-5, rtol=0)
+    again = _cli("export", "hierarchy", str(dynamic_scene), "--out", str(out))
+    assert again.returncode != 0 and "exists; pass --overwrite" in again.stderr + again.stdout
+    static = _cli("export", "hierarchy", str(tmp_path), "--out", str(tmp_path / "h2"))
+    assert static.returncode != 0

@@ -1,7 +1,6 @@
 """D-NeRF-style scenes (the Blender layout with a `time` per frame): times read into `Cameras.times`, mixed
 timed and untimed frames refused, and `reconstruct --pipeline dynamic` end to end."""
 
-import dataclasses
 import json
 import math
 import shutil
@@ -12,15 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import PIPELINES
-from pipelines.dynamic.config import PRESETS, with_steps
 from splat4d.data import detect_format, load_scene
 from splat4d.data.base import DatasetError
 from splat4d.data.blender import read_blender
 from splat4d.data.config import DataConfig
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
-from splat4d.reconstruct import reconstruct
+from tests.pipelines.helpers import train_dynamic
 
 N_VIEWS = 8
 SPLITS = {"train": [1, 2, 3, 5, 6, 7], "test": [0, 4]}
@@ -127,14 +124,7 @@ def test_frames_without_any_time_stay_static(dnerf: Path, tmp_path: Path) -> Non
 
 
 def test_dynamic_pipeline_trains_on_a_dnerf_folder(dnerf: Path, tmp_path: Path) -> None:
-    cfg = with_steps(PRESETS["fast"], 8)
-    cfg = dataclasses.replace(
-        cfg,
-        data=DataConfig(path=dnerf),
-        trainer=dataclasses.replace(cfg.trainer, progress=False),
-        init=dataclasses.replace(cfg.init, random_points=500),
-    )
-    result = reconstruct(PIPELINES["dynamic"], "dynamic", "fast", cfg, tmp_path / "out", torch.device("cpu"))
+    result = train_dynamic(dnerf, tmp_path / "out", steps=8, random_points=500)
     assert result.metrics["steps"] == 8 and result.metrics["num_views"] == len(SPLITS["test"])
     cameras = json.loads((tmp_path / "out" / "cameras.json").read_text())["cameras"]
     assert [c["time"] for c in cameras] == pytest.approx(result.scene.cameras.times.tolist())

@@ -2,7 +2,6 @@
 split and subsampling, lazy decoding in `ImageDataset`, seeking, input errors, and `reconstruct --pipeline
 dynamic` end to end."""
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -12,8 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import PIPELINES
-from pipelines.dynamic.config import PRESETS, with_steps
 from splat4d.data import detect_format, load_scene
 from splat4d.data.base import DatasetError, VideoFrame
 from splat4d.data.config import DataConfig, MultiviewVideoConfig
@@ -27,7 +24,7 @@ from splat4d.data.video import (
     opencv_to_llff,
     read_multiview_video,
 )
-from splat4d.reconstruct import reconstruct
+from tests.pipelines.helpers import train_dynamic
 
 N_CAMERAS, N_FRAMES, W, H = 3, 6, 64, 48
 NEAR_FAR = (0.5, 9.0)
@@ -237,14 +234,7 @@ def test_malformed_input_is_a_one_line_error_naming_the_file(
 
 
 def test_dynamic_pipeline_trains_on_a_multiview_video_folder(n3dv: Path, tmp_path: Path) -> None:
-    cfg = with_steps(PRESETS["fast"], 8)
-    cfg = dataclasses.replace(
-        cfg,
-        data=DataConfig(path=n3dv),
-        trainer=dataclasses.replace(cfg.trainer, progress=False),
-        init=dataclasses.replace(cfg.init, random_points=500),
-    )
-    result = reconstruct(PIPELINES["dynamic"], "dynamic", "fast", cfg, tmp_path / "out", torch.device("cpu"))
+    result = train_dynamic(n3dv, tmp_path / "out", steps=8, random_points=500)
     assert result.metrics["steps"] == 8 and result.metrics["num_views"] == N_FRAMES  # camera 0's frames
     assert result.metrics["views"][0]["name"] == "cam00_000000"
     assert (tmp_path / "out" / "point_cloud.ply").is_file()
