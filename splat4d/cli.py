@@ -13,6 +13,7 @@ import tyro
 
 from splat4d.data.config import DataConfig
 from splat4d.data.synthetic import SampleConfig, load_recipe, write_sample_scene
+from splat4d.export.hierarchy import HierarchyExport
 from splat4d.export.mesh import MeshExport
 from splat4d.export.splats import PlyExport
 from splat4d.export.video import VideoExport
@@ -191,7 +192,7 @@ class View:
     """
 
     scene: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE")]
-    """Scene folder, or a .ply file."""
+    """Scene folder, a hierarchy folder (`splat4d export hierarchy`, streamed), or a .ply file."""
     host: str = "127.0.0.1"
     """Address to listen on. Only this machine can connect by default; 0.0.0.0 opens it to the network."""
     port: int = 8080
@@ -213,7 +214,7 @@ class View:
             host=self.host, port=self.port, render_path=self.render_path, max_resolution=self.max_resolution
         )
         app = ViewerApp(SceneSource(scene), cfg, device)
-        print(f"{self.scene}: {len(scene.gaussians):,} Gaussians; viewer at {app.url} (Ctrl-C to stop)")
+        print(f"{self.scene}: {scene.num_gaussians:,} Gaussians; viewer at {app.url} (Ctrl-C to stop)")
         app.wait()
 
 
@@ -277,8 +278,9 @@ Export = (
     Annotated[_with_pipelines(PlyExport), tyro.conf.subcommand("ply")]
     | Annotated[_with_pipelines(VideoExport), tyro.conf.subcommand("video")]
     | Annotated[_with_pipelines(MeshExport), tyro.conf.subcommand("mesh")]
+    | Annotated[_with_pipelines(HierarchyExport), tyro.conf.subcommand("hierarchy")]
 )
-"""`splat4d export ply|video|mesh SCENE`."""
+"""`splat4d export ply|video|mesh|hierarchy SCENE`."""
 
 COMMANDS = {
     "sample": Sample,
