@@ -5,10 +5,12 @@ gsplat's `gsplat.strategy.ops` does the editing (duplicate, split, remove, reset
 parameters, Adam moments and per-Gaussian state aligned); splat4d calls it through `gsplat_view`. Two of those
 ops call CUDA kernels (`quat_scale_to_covar_preci` for the MCMC position noise, `compute_relocation` for
 relocation and sampling); `torch_ops_for_gsplat` swaps in the torch versions below for the duration of a call.
+`append` and `remove` add Gaussians with given parameters and drop masked ones, for strategies whose edits gsplat
+has no op for (e.g. proximity-guided unpooling); they keep the same three things aligned.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from unittest import mock
 
@@ -122,3 +124,60 @@ def reset_opacities(gaussians: Gaussians, optimizers: Optimizers, state: Strateg
     reset)."""
     with gsplat_view(gaussians, optimizers) as (params, opts):
         gsplat_ops.reset_opa(params=params, optimizers=opts, state=state, value=value)
+
+
+def _edit_rows(
+    gaussians: Gaussians,
+    optimizers: Optimizers,
+    state: StrategyState,
+    rows_fn: Callable[[str, Tensor], Tensor],
+    state_fn: Callable[[Tensor], Tensor],
+) -> None:
+    """Replace every parameter p by rows_fn(name, p), and every per-Gaussian tensor s (first dimension N) of the
+    optimizers' state (Adam's moments) and of `state` by state_fn(s), keeping each optimizer pointed at its new
+    parameter."""
+    n = len(gaussians)
+
+    def per_gaussian(value: object) -> bool:
+        return isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n
+
+    for name in list(gaussians.params.keys()):
+        old = gaussians.params[name]
+        new = torch.nn.Parameter(rows_fn(name, old.data), requires_grad=old.requires_grad)
+        optimizer = optimizers.get(name)
+        if optimizer is not None:
+            moments = optimizer.state.pop(old, {})
+            for key, value in moments.items():
+                if per_gaussian(value):
+                    moments[key] = state_fn(value)
+            optimizer.param_groups[0]["params"] = [new]
+            optimizer.state[new] = moments
+        gaussians.params[name] = new
+    for key, value in state.items():
+        if per_gaussian(value):
+            state[key] = state_fn(value)
+
+
+@torch.no_grad()
+def append(
+    gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, new: dict[str, Tensor]
+) -> None:
+    """Add Gaussians with raw parameters `new` (an [M, ...] tensor for every parameter of `gaussians`) after the
+    existing ones. Their Adam moments start at zero, and per-Gaussian tensors of `state` (first dimension N, such as
+    gradient accumulators) get M zero rows."""
+    if set(new) != set(gaussians.params.keys()):
+        raise ValueError(f"append: parameters {sorted(new)} do not match {sorted(gaussians.params.keys())}")
+    m = len(new["means"])
+
+    def grow(value: Tensor) -> Tensor:
+        return torch.cat([value, value.new_zeros(m, *value.shape[1:])])
+
+    _edit_rows(gaussians, optimizers, state, lambda name, p: torch.cat([p, new[name].to(p)]), grow)
+
+
+@torch.no_grad()
+def remove(gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, mask: Tensor) -> None:
+    """Remove the Gaussians where `mask` [N] is True, with their rows of the optimizer moments and of the
+    per-Gaussian tensors of `state`."""
+    keep = ~mask
+    _edit_rows(gaussians, optimizers, state, lambda _, p: p[keep], lambda value: value[keep])
