@@ -64,3 +64,7 @@ class PipelineSpec(NamedTuple):
     """`build(cfg, scene: SceneData, device) -> Pipeline`."""
     with_steps: Any
     """`with_steps(cfg, steps) -> cfg`: the config with its schedule stretched or squeezed to `steps`."""
+    load_scene: Any = None
+    """Optional `load_scene(cfg, workdir) -> SceneData`, used instead of `splat4d.data.load_scene(cfg.data,
+    workdir)` by both `reconstruct` and `load_trained` (so a scene folder is read back as it was trained): for a
+    method that refuses some inputs before they are read, or trains on a subset of the views."""

@@ -153,7 +153,7 @@ def reconstruct(
     if not cfg.data.path.exists():
         raise DatasetError(f"{cfg.data.path}: does not exist")
     resuming = prepare_output(out, _record(pipeline_name, preset, cfg), overwrite)
-    scene = load_scene(cfg.data, out / "cache")
+    scene = _load_scene(spec, cfg, out / "cache")
     console.print(
         f"{cfg.data.path}: {len(scene.cameras)} images ({len(scene.train_indices)} train, "
         f"{len(scene.test_indices)} test) at {scene.cameras.width}×{scene.cameras.height}, "
@@ -179,6 +179,13 @@ def reconstruct(
         pipeline, scene, cfg, out, device, extra={"steps": result.step, "train_seconds": result.seconds}
     )
     return Reconstruction(pipeline, scene, metrics)
+
+
+def _load_scene(spec: PipelineSpec, cfg: Any, workdir: Path) -> SceneData:
+    """The scene as `spec`'s pipeline reads it (its own `load_scene` when it has one)."""
+    if spec.load_scene is not None:
+        return spec.load_scene(cfg, workdir)
+    return load_scene(cfg.data, workdir)
 
 
 def evaluate_scene(
@@ -218,7 +225,7 @@ def load_trained(out: Path, pipelines: dict[str, PipelineSpec], device: torch.de
     checkpoint = latest_checkpoint(out / "checkpoints")
     if checkpoint is None:
         raise SceneFolderError(f"{out}: no checkpoint yet; train it with `splat4d reconstruct` first")
-    scene = load_scene(cfg.data, out / "cache")
+    scene = _load_scene(spec, cfg, out / "cache")
     pipeline = spec.build(cfg, scene, device)
     payload = load_checkpoint(checkpoint)
     load_params(pipeline.gaussians.params, payload["params"])
