@@ -1,6 +1,6 @@
 """Reconstruction methods: each is a preset config plus a `Pipeline` the shared trainer drives."""
 
-from pipelines import dynamic, static
+from pipelines import dynamic, sparse_view, static
 from splat4d.pipeline import PipelineSpec
 
 PIPELINES: dict[str, PipelineSpec] = {
@@ -12,5 +12,12 @@ PIPELINES: dict[str, PipelineSpec] = {
         dynamic.PRESETS,
         dynamic.build,
         dynamic.with_steps,
+    ),
+    "sparse": PipelineSpec(
+        "static scenes from 3 to 9 posed photos (co-regularised fields, unpooling; no learned priors)",
+        sparse_view.PRESETS,
+        sparse_view.build,
+        sparse_view.with_steps,
+        sparse_view.load_sparse_scene,
     ),
 }

@@ -1,0 +1,13 @@
+"""Static scenes from 3 to 9 posed photos: `splat4d reconstruct DATASET -o OUT --pipeline sparse --views 3`.
+
+Weight-free regularisers only (no learned priors): CoR-GS co-regularisation of two fields (co-pruning and
+pseudo-view consistency), FSGS proximity-guided unpooling, opacity, scale and floater regularisers. Poses come
+from the dataset (nerfstudio, Blender, COLMAP); photos without poses are refused rather than sent through SfM.
+"""
+
+from pipelines.sparse_view.config import PRESETS as PRESETS
+from pipelines.sparse_view.config import SparseViewConfig as SparseViewConfig
+from pipelines.sparse_view.config import with_steps as with_steps
+from pipelines.sparse_view.pipeline import SparseViewPipeline as SparseViewPipeline
+from pipelines.sparse_view.pipeline import build as build
+from pipelines.sparse_view.views import load_sparse_scene as load_sparse_scene

@@ -1,0 +1,133 @@
+"""Configuration and presets of the sparse-view pipeline (3 to 9 posed photos, weight-free regularisers)."""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from pipelines.sparse_view.fields import PARTNER
+from pipelines.sparse_view.strategy import SparseStrategyConfig
+from splat4d.data.config import DataConfig
+from splat4d.initialization import InitConfig
+from splat4d.optim import OptimConfig
+from splat4d.strategy import DefaultStrategyConfig
+from splat4d.trainer import TrainerConfig
+
+
+@dataclass
+class SparseOptimConfig(OptimConfig):
+    """Per-parameter Adam learning rates, the same for both fields of co-regularisation."""
+
+    def initial_lrs(self, scene_scale: float) -> dict[str, float]:
+        lrs = super().initial_lrs(scene_scale)
+        return lrs | {PARTNER + name: lr for name, lr in lrs.items()}
+
+
+@dataclass
+class CoRegConfig:
+    """CoR-GS co-regularisation (Zhang et al. 2024): two Gaussian fields, initialised alike and trained on the same
+    photos, agree where the photos constrain them and disagree elsewhere. Their disagreement is turned into
+    training signal twice: co-pruning (in `SparseStrategyConfig`) and the pseudo-view term here."""
+
+    enabled: bool = True
+    """Train two fields (about twice the cost per step). Off: one field, no co-pruning, no pseudo views."""
+    pseudo_weight: float = 1.0
+    """Weight of the L1 difference between the two fields' renders of a pseudo view."""
+    pseudo_start: int = 500
+    """Add the pseudo-view term from this step (once the fields have a coarse shape)."""
+    pseudo_neighbours: int = 2
+    """A pseudo view lies between a training camera and one of its this many nearest training cameras."""
+    partner_seed: int = 1
+    """Seed of the partner field's random initial points when the scene has no point cloud. With one, both fields
+    start from it (as in CoR-GS) and drift apart through the random splits of densification."""
+
+
+@dataclass
+class SparseViewConfig:
+    """Static scenes from 3 to 9 posed photos: photometric training of one or two Gaussian fields with
+    co-regularisation, proximity-guided densification and opacity, scale and floater regularisers."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: SparseOptimConfig = field(default_factory=SparseOptimConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    strategy: SparseStrategyConfig = field(default_factory=SparseStrategyConfig)
+    """Densification and pruning (3DGS per field, FSGS unpooling, CoR-GS co-pruning, floaters)."""
+    views: int | None = None
+    """Train on this many of the dataset's training views (farthest-point sampling of the camera centres from
+    the first training camera; `pipelines.sparse_view.views`); None: all of them."""
+    co_reg: CoRegConfig = field(default_factory=CoRegConfig)
+    opacity_weight: float = 0.01
+    """Weight of the mean opacity (a sparsity prior: Gaussians the photos do not need fade and get pruned); 0: off."""
+    scale_weight: float = 0.01
+    """Weight of the mean scale over the scene scale (no large blobs that fit one photo); 0: off."""
+    ssim_lambda: float = 0.2
+    """Weight of the D-SSIM term in (1 − λ)·L1 + λ·(1 − SSIM)."""
+    sh_degree_interval: int = 1000
+    """Raise the SH degree used in training by one every this many steps (up to init.sh_degree)."""
+    background: tuple[float, float, float] | None = None
+    """Background colour; None: the dataset's (white for Blender scenes, else black)."""
+    antialiased: bool = False
+    """Mip-Splatting's opacity compensation for the 2D filter."""
+
+
+def _fast() -> SparseViewConfig:
+    """Minutes on a 2-core CPU for the sample scene reduced to a few views (320×240): 1000 steps, the first 300 at
+    half resolution, SH degree 1, densification, unpooling and pruning from step 100 to 700, pseudo views from step
+    300."""
+    return SparseViewConfig(
+        trainer=TrainerConfig(steps=1000, checkpoint_every=250, coarse_until=300),
+        init=InitConfig(sh_degree=1, random_points=10_000),
+        strategy=SparseStrategyConfig(
+            densify=DefaultStrategyConfig(
+                refine_start_iter=100, refine_stop_iter=700, reset_every=1001, refine_every=100
+            ),
+            unpool_every=100,
+            co_prune_every=100,
+            floater_every=100,
+        ),
+        co_reg=CoRegConfig(pseudo_start=300),
+        sh_degree_interval=300,
+    )
+
+
+def _default() -> SparseViewConfig:
+    """10k steps (FSGS and CoR-GS train LLFF-sized scenes for 10k), densification until 6k, pseudo views from 2k."""
+    return SparseViewConfig(
+        trainer=TrainerConfig(steps=10_000, checkpoint_every=2000),
+        strategy=SparseStrategyConfig(
+            densify=DefaultStrategyConfig(refine_start_iter=500, refine_stop_iter=6000, reset_every=3000)
+        ),
+        co_reg=CoRegConfig(pseudo_start=2000),
+    )
+
+
+PRESETS: dict[str, SparseViewConfig] = {"fast": _fast(), "default": _default()}
+
+MIN_RESET_RECOVERY = 300
+"""Steps an opacity reset needs before the image recovers; schedules squeezed below this skip resets."""
+
+
+def with_steps(cfg: SparseViewConfig, steps: int) -> SparseViewConfig:
+    """`cfg` trained for `steps` instead, its step-based schedules scaled by the same factor (as for the static
+    pipeline: intervals are kept; resets closer than MIN_RESET_RECOVERY steps are dropped)."""
+    factor = steps / cfg.trainer.steps
+    d = cfg.strategy.densify
+    reset_every = max(1, round(d.reset_every * factor))
+    densify = dataclasses.replace(
+        d,
+        refine_start_iter=max(1, round(d.refine_start_iter * factor)),
+        refine_stop_iter=max(1, round(d.refine_stop_iter * factor)),
+        reset_every=reset_every if reset_every >= MIN_RESET_RECOVERY else steps + 1,
+    )
+    trainer = dataclasses.replace(
+        cfg.trainer,
+        steps=steps,
+        coarse_until=round(cfg.trainer.coarse_until * factor),
+        checkpoint_every=min(cfg.trainer.checkpoint_every, max(steps // 4, 1)),
+    )
+    return dataclasses.replace(
+        cfg,
+        trainer=trainer,
+        strategy=dataclasses.replace(cfg.strategy, densify=densify),
+        co_reg=dataclasses.replace(cfg.co_reg, pseudo_start=round(cfg.co_reg.pseudo_start * factor)),
+        sh_degree_interval=max(1, round(cfg.sh_degree_interval * factor)),
+    )

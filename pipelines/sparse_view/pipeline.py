@@ -1,0 +1,124 @@
+"""The sparse-view training step: each field renders the batch's photo ((1 − λ)·L1 + λ·D-SSIM, plus opacity and
+scale regularisers); with co-regularisation, both fields also render a pseudo view between two training cameras
+and must agree there (L1).
+
+Run it with `splat4d reconstruct DATASET -o OUT --pipeline sparse --views 3` (a posed dataset; see `--help`).
+
+How the pieces meet the one trainer: both fields live in `self.gaussians.params` (`pipelines.sparse_view.fields`),
+so the trainer's optimisers and checkpoints cover both; the step's render infos go to `SparseStrategy` keyed by
+field (`info["fields"]`), with the floater votes of each training render; `bind_views` gives the pipeline the
+training cameras that pseudo views are drawn between. Everything else (render_view, the PLY, the viewer,
+evaluation) sees the primary field only.
+"""
+
+import dataclasses
+
+import torch
+
+from pipelines.sparse_view import fields
+from pipelines.sparse_view.config import SparseViewConfig
+from pipelines.sparse_view.pseudo_views import nearest_cameras, sample_pseudo_camera
+from pipelines.sparse_view.strategy import floater_votes
+from splat4d.cameras import Cameras
+from splat4d.data.base import SceneData
+from splat4d.data.dataset import Batch, ImageDataset
+from splat4d.gaussians import Gaussians
+from splat4d.initialization import init_gaussians, scene_scale
+from splat4d.losses import l1, photometric
+from splat4d.metrics import psnr
+from splat4d.pipeline import StepResult
+from splat4d.render import RenderOutput, RenderSettings, render
+
+
+class SparseViewPipeline:
+    def __init__(
+        self,
+        cfg: SparseViewConfig,
+        gaussians: Gaussians,
+        background: tuple[float, float, float],
+        scene_scale: float = 1.0,
+    ) -> None:
+        self.cfg = cfg
+        self.gaussians = gaussians
+        self.background = background
+        self.scene_scale = scene_scale
+        self._cameras: Cameras | None = None
+        self._neighbours: list[list[int]] = []
+
+    def settings(self, sh_degree: int | None = None) -> RenderSettings:
+        return RenderSettings(
+            sh_degree=sh_degree, background=self.background, antialiased=self.cfg.antialiased
+        )
+
+    def bind_views(self, views: ImageDataset) -> None:
+        """The training views (called by the trainer, again when the resolution changes): pseudo views are drawn
+        between their cameras."""
+        self._cameras = views.cameras
+        self._neighbours = nearest_cameras(views.cameras, self.cfg.co_reg.pseudo_neighbours)
+
+    def train_step(self, batch: Batch, step: int) -> StepResult:
+        cfg = self.cfg
+        degree = min(step // cfg.sh_degree_interval, self.gaussians.sh_degree)
+        settings = self.settings(degree)
+        views = {prefix: fields.field(self.gaussians, prefix) for prefix in fields.prefixes(self.gaussians)}
+        loss, logs, infos = batch.rgb.new_zeros(()), {}, {}
+        for prefix, g in views.items():
+            out = render(g, batch.cameras, settings)
+            term, parts = photometric(out.rgb, batch.rgb, cfg.ssim_lambda, batch.mask)
+            loss = loss + term + self._regularisers(g, parts)
+            infos[prefix] = self._info(g, out, batch.cameras)
+            if prefix == "":
+                logs = {k: float(v.detach()) for k, v in parts.items()}
+                logs["psnr"] = float(psnr(out.rgb.detach(), batch.rgb).mean())
+        if len(views) == 2 and step >= cfg.co_reg.pseudo_start and self._cameras is not None:
+            pseudo = self._pseudo_view_loss(list(views.values()), settings)
+            loss = loss + cfg.co_reg.pseudo_weight * pseudo
+            logs["pseudo_l1"] = float(pseudo.detach())
+        if fields.PARTNER in views:
+            logs["partner_gaussians"] = len(views[fields.PARTNER])
+        logs["sh_degree"] = degree
+        return StepResult(loss, logs, {"fields": infos})
+
+    def _regularisers(self, g: Gaussians, parts: dict) -> torch.Tensor:
+        """Weighted opacity and scale regularisers of one field; their unweighted values go into `parts`."""
+        cfg = self.cfg
+        loss = g.means.new_zeros(())
+        if cfg.opacity_weight > 0:
+            opacity = g.opacities.mean()
+            parts["opacity"] = opacity
+            loss = loss + cfg.opacity_weight * opacity
+        if cfg.scale_weight > 0:
+            scale = g.scales.mean() / self.scene_scale
+            parts["scale"] = scale
+            loss = loss + cfg.scale_weight * scale
+        return loss
+
+    def _info(self, g: Gaussians, out: RenderOutput, cameras: Cameras) -> dict:
+        info = dict(out.info)
+        if self.cfg.strategy.floater_prune:
+            info["floater_seen"], info["floater_front"] = floater_votes(
+                g.means, out, cameras, self.cfg.strategy.floater_margin
+            )
+        return info
+
+    def _pseudo_view_loss(self, pair: list[Gaussians], settings: RenderSettings) -> torch.Tensor:
+        """L1 between the two fields' renders of one pseudo view; both fields get the gradient (CoR-GS)."""
+        assert self._cameras is not None
+        camera = sample_pseudo_camera(self._cameras, self._neighbours)
+        a, b = (render(g, camera, settings).rgb for g in pair)
+        return l1(a, b)
+
+    @torch.no_grad()
+    def render_view(self, cameras: Cameras, t: float | None = None) -> RenderOutput:
+        if t is not None:
+            raise ValueError("the sparse-view pipeline has no time; t must be None")
+        return render(self.gaussians, cameras, self.settings())
+
+
+def build(cfg: SparseViewConfig, scene: SceneData, device: torch.device) -> SparseViewPipeline:
+    background = cfg.background or scene.background or (0.0, 0.0, 0.0)
+    gaussians = init_gaussians(scene, cfg.init)
+    if cfg.co_reg.enabled:
+        partner_init = dataclasses.replace(cfg.init, seed=cfg.co_reg.partner_seed)
+        gaussians = fields.with_partner(gaussians, init_gaussians(scene, partner_init))
+    return SparseViewPipeline(cfg, gaussians.to(device), tuple(background), scene_scale(scene.cameras))

@@ -1,0 +1,88 @@
+"""Which views a sparse-view run trains on, and the inputs it refuses.
+
+`--views k` keeps k of the dataset's training views, chosen by farthest-point sampling of the camera centres (the
+rule SpaRe's benchmark and most few-shot protocols use in spirit: views spread over the capture, not k
+neighbours): start from the first training camera, then repeatedly add the training camera whose distance to the
+nearest camera already chosen is largest (the lowest index on ties). The rule is deterministic, so a scene folder
+reads back with the same views. Evaluation uses the dataset's own test views; the training views not chosen are
+dropped from the scene (so `cameras.json` and the viewer list only the views used), unless the dataset has no
+test views, in which case they become the test views.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from splat4d.data import detect_format, load_scene
+from splat4d.data.base import DatasetError, SceneData
+
+UNPOSED_FORMATS = ("images", "video")
+"""Inputs that would need structure from motion to get poses."""
+
+
+def farthest_views(centers: Float[Tensor, "N 3"], k: int) -> list[int]:
+    """Indices of `k` of the cameras with centres `centers`, by farthest-point sampling from camera 0.
+
+    Returns:
+        The indices in the order they were picked (0 first).
+    """
+    n = len(centers)
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot pick {k} of {n} views")
+    c = centers.detach().double().cpu()
+    chosen = [0]
+    nearest = (c - c[0]).norm(dim=-1)  # distance of every camera to the chosen set
+    for _ in range(k - 1):
+        nearest[chosen] = -1.0  # never pick a camera twice (duplicated positions have distance 0)
+        pick = int(nearest.argmax())  # argmax returns the first maximum: the lowest index on ties
+        chosen.append(pick)
+        nearest = torch.minimum(nearest, (c - c[pick]).norm(dim=-1))
+    return chosen
+
+
+def subset_scene(scene: SceneData, train: list[int], test: list[int]) -> SceneData:
+    """`scene` reduced to the views `train` and `test` (indices into it), renumbered in file order."""
+    keep = sorted(set(train) | set(test))
+    new_index = {old: new for new, old in enumerate(keep)}
+    masks = None if scene.mask_paths is None else [scene.mask_paths[i] for i in keep]
+    return SceneData(
+        cameras=scene.cameras[torch.as_tensor(keep, dtype=torch.long)],
+        image_paths=[scene.image_paths[i] for i in keep],
+        depth_paths=[scene.depth_paths[i] for i in keep],
+        train_indices=sorted(new_index[i] for i in train),
+        test_indices=sorted(new_index[i] for i in test),
+        points=scene.points,
+        point_colors=scene.point_colors,
+        mask_paths=masks,
+        background=scene.background,
+        metadata={**scene.metadata, "source_views": keep},
+    )
+
+
+def select_views(scene: SceneData, k: int) -> SceneData:
+    """`scene` with k of its training views (farthest-point sampling of their centres, from the first one) and its
+    test views (or, when it has none, the training views not picked)."""
+    n = len(scene.train_indices)
+    if not 1 <= k <= n:
+        raise DatasetError(f"--views {k}: the dataset has {n} training views; choose 1 to {n}")
+    centers = scene.cameras.centers[torch.as_tensor(scene.train_indices, dtype=torch.long)]
+    train = [scene.train_indices[i] for i in farthest_views(centers, k)]
+    test = scene.test_indices or [i for i in scene.train_indices if i not in set(train)]
+    return subset_scene(scene, train, test)
+
+
+def load_sparse_scene(cfg: Any, workdir: Path) -> SceneData:
+    """The scene of `cfg.data`, refused when it has no poses, reduced to `cfg.views` training views when set."""
+    path = Path(cfg.data.path)
+    name = detect_format(path) if cfg.data.format == "auto" else cfg.data.format
+    if name in UNPOSED_FORMATS:
+        raise DatasetError(
+            f"{path}: the sparse pipeline needs posed views (a nerfstudio transforms.json, Blender or COLMAP "
+            f"dataset) and does not run structure from motion, which is unreliable on 3 to 9 photos; pose them "
+            f"first (e.g. COLMAP with more photos of the scene) or use `--pipeline static` with more photos"
+        )
+    scene = load_scene(cfg.data, workdir)
+    return scene if cfg.views is None else select_views(scene, cfg.views)
