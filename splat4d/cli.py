@@ -85,14 +85,18 @@ class Reconstruct:
     """Photos folder, video file, or dataset folder."""
     out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("scene")
     """Output scene folder."""
-    pipeline: Literal["static", "dynamic"] = "static"
-    """Reconstruction method: static (3DGS) or dynamic (4D Gaussians; every image needs a capture time)."""
+    pipeline: Literal["static", "dynamic", "sparse"] = "static"
+    """Reconstruction method: static (3DGS), dynamic (4D Gaussians; every image needs a capture time) or sparse
+    (3 to 9 posed photos; co-regularised fields, no learned priors)."""
     preset: Literal["fast", "mesh", "default", "quality"] = "default"
-    """fast: minutes on a CPU (static 1.2k steps, dynamic 2k); mesh (static only): fast plus depth-normal
-    consistency and flattening, for `splat4d export mesh`; default: 30k steps; quality (static only): 30k steps
-    with 3DGS-as-MCMC."""
+    """fast: minutes on a CPU (static 1.2k steps, dynamic 2k, sparse 1k); mesh (static only): fast plus
+    depth-normal consistency and flattening, for `splat4d export mesh`; default: 30k steps (sparse 10k); quality
+    (static only): 30k steps with 3DGS-as-MCMC."""
     steps: int | None = None
     """Override the preset's number of steps (its schedules are scaled to match)."""
+    views: int | None = None
+    """Sparse pipeline: train on this many of the dataset's training views, picked by farthest-point sampling of
+    the camera centres from the first one, and evaluate on its held-out views."""
     strategy: Literal["preset", "default", "mcmc"] = "preset"
     """Densification: the preset's, 3DGS adaptive density control, or 3DGS-as-MCMC."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -133,6 +137,11 @@ class Reconstruct:
             cfg = dataclasses.replace(cfg, strategy=STRATEGIES[self.strategy])
         if self.steps is not None:
             cfg = spec.with_steps(cfg, self.steps)
+        if self.views is not None:
+            if self.pipeline != "sparse":
+                print("error: --views applies to the sparse pipeline only", file=sys.stderr)
+                raise SystemExit(2)
+            cfg = dataclasses.replace(cfg, views=self.views)
         cfg = dataclasses.replace(
             cfg,
             data=dataclasses.replace(self.data, path=self.input),
