@@ -61,7 +61,7 @@ def test_view_serves_a_scene_folder_until_ctrl_c(reconstructed_sample: Path, bro
             lambda: screenshot(page)[200:600, 100:800].std() > 5, 60, "the scene to appear on the canvas"
         )
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=90) == 0  # render threads finish their frame first: slow on a loaded machine
     finally:
         proc.kill()
 
