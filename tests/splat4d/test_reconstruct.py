@@ -92,7 +92,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(sample: Path, tmp_path: Pat
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(sample: Path, tmp_path: Path) -> None:
     out = tmp_path / "scene"
     args = _command("reconstruct", str(sample), "-o", str(out), "--steps", "2000", *FAST)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL in the child: a test run started in the background inherits an ignored SIGINT, which Python keeps.
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.time() + 300
     while not (out / "log.jsonl").is_file() and time.time() < deadline:
         time.sleep(0.2)

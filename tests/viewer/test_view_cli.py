@@ -24,6 +24,8 @@ def _start(*args: str) -> tuple[subprocess.Popen, list[str]]:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        # a test run started in the background inherits an ignored SIGINT; the Ctrl-C tests need it back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: list[str] = []
 
