@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	# torch first, in its own command, so nothing that depends on it pulls a CUDA build.
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" "numpy>=2"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,gen]"
 	touch $(STAMP)
 
 install: $(STAMP)

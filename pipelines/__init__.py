@@ -14,7 +14,7 @@ PIPELINES: dict[str, PipelineSpec] = {
         dynamic.with_steps,
     ),
     "sparse": PipelineSpec(
-        "static scenes from 3 to 9 posed photos (co-regularised fields, unpooling; no learned priors)",
+        "static scenes from 3 to 9 posed photos (co-regularised fields, unpooling; optional learned priors)",
         sparse_view.PRESETS,
         sparse_view.build,
         sparse_view.with_steps,

@@ -7,7 +7,7 @@ subcommands' `main()`.
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -71,6 +71,14 @@ class Demo:
         )
 
 
+def _sparse_priors() -> type:
+    """The sparse pipeline's `PriorsConfig`, imported when the command line is built (this module imports
+    `pipelines` only inside functions)."""
+    from pipelines.sparse_view.priors import PriorsConfig
+
+    return PriorsConfig
+
+
 @dataclass
 class Reconstruct:
     """Photos, a video or a posed dataset → a trained, evaluated Gaussian-splat scene in OUT.
@@ -87,7 +95,7 @@ class Reconstruct:
     """Output scene folder."""
     pipeline: Literal["static", "dynamic", "sparse"] = "static"
     """Reconstruction method: static (3DGS), dynamic (4D Gaussians; every image needs a capture time) or sparse
-    (3 to 9 posed photos; co-regularised fields, no learned priors)."""
+    (3 to 9 posed photos; co-regularised fields, optional learned priors: --priors.*)."""
     preset: Literal["fast", "mesh", "default", "quality"] = "default"
     """fast: minutes on a CPU (static 1.2k steps, dynamic 2k, sparse 1k); mesh (static only): fast plus
     depth-normal consistency and flattening, for `splat4d export mesh`; default: 30k steps (sparse 10k); quality
@@ -97,6 +105,10 @@ class Reconstruct:
     views: int | None = None
     """Sparse pipeline: train on this many of the dataset's training views, picked by farthest-point sampling of
     the camera centres from the first one, and evaluate on its held-out views."""
+    priors: Annotated[Any, tyro.conf.arg(constructor_factory=_sparse_priors)] = None
+    """Sparse pipeline: learned priors (`pip install 'splat4d[gen]'`; off unless a model is named), e.g.
+    --priors.depth.model depth-anything/Depth-Anything-V2-Small-hf --priors.diffusion.model
+    stabilityai/stable-diffusion-2-1-base; they replace the preset's (which have none)."""
     strategy: Literal["preset", "default", "mcmc"] = "preset"
     """Densification: the preset's, 3DGS adaptive density control, or 3DGS-as-MCMC."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -142,6 +154,12 @@ class Reconstruct:
                 print("error: --views applies to the sparse pipeline only", file=sys.stderr)
                 raise SystemExit(2)
             cfg = dataclasses.replace(cfg, views=self.views)
+        if self.priors is not None:
+            if self.pipeline == "sparse":
+                cfg = dataclasses.replace(cfg, priors=self.priors)
+            elif self.priors.enabled:
+                print("error: --priors applies to the sparse pipeline only", file=sys.stderr)
+                raise SystemExit(2)
         cfg = dataclasses.replace(
             cfg,
             data=dataclasses.replace(self.data, path=self.input),

@@ -1,8 +1,9 @@
 """Static scenes from 3 to 9 posed photos: `splat4d reconstruct DATASET -o OUT --pipeline sparse --views 3`.
 
-Weight-free regularisers only (no learned priors): CoR-GS co-regularisation of two fields (co-pruning and
-pseudo-view consistency), FSGS proximity-guided unpooling, opacity, scale and floater regularisers. Poses come
-from the dataset (nerfstudio, Blender, COLMAP); photos without poses are refused rather than sent through SfM.
+Weight-free regularisers: CoR-GS co-regularisation of two fields (co-pruning and pseudo-view consistency), FSGS
+proximity-guided unpooling, opacity, scale and floater regularisers; optional learned priors (`priors`: monocular
+depth, a diffusion model on pseudo views; `pip install 'splat4d[gen]'`). Poses come from the dataset (nerfstudio,
+Blender, COLMAP); photos without poses are refused rather than sent through SfM.
 """
 
 from pipelines.sparse_view.config import PRESETS as PRESETS

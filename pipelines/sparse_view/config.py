@@ -4,6 +4,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from pipelines.sparse_view.fields import PARTNER
+from pipelines.sparse_view.priors.config import PriorsConfig
 from pipelines.sparse_view.strategy import SparseStrategyConfig
 from splat4d.data.config import DataConfig
 from splat4d.initialization import InitConfig
@@ -67,6 +68,9 @@ class SparseViewConfig:
     """Background colour; None: the dataset's (white for Blender scenes, else black)."""
     antialiased: bool = False
     """Mip-Splatting's opacity compensation for the 2D filter."""
+    priors: PriorsConfig = field(default_factory=PriorsConfig)
+    """Optional learned priors (`pip install 'splat4d[gen]'`): monocular depth on the training photos, a diffusion
+    model on pseudo views; off unless a model is named."""
 
 
 def _fast() -> SparseViewConfig:

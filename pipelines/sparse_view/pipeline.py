@@ -1,6 +1,7 @@
 """The sparse-view training step: each field renders the batch's photo ((1 − λ)·L1 + λ·D-SSIM, plus opacity and
 scale regularisers); with co-regularisation, both fields also render a pseudo view between two training cameras
-and must agree there (L1).
+and must agree there (L1). Learned priors, when configured (`cfg.priors`, `pipelines.sparse_view.priors`), add
+depth terms to each field's render of the photo and diffusion terms on pseudo views of the primary field.
 
 Run it with `splat4d reconstruct DATASET -o OUT --pipeline sparse --views 3` (a posed dataset; see `--help`).
 
@@ -17,6 +18,7 @@ import torch
 
 from pipelines.sparse_view import fields
 from pipelines.sparse_view.config import SparseViewConfig
+from pipelines.sparse_view.priors import LearnedPriors
 from pipelines.sparse_view.pseudo_views import nearest_cameras, sample_pseudo_camera
 from pipelines.sparse_view.strategy import floater_votes
 from splat4d.cameras import Cameras
@@ -44,6 +46,7 @@ class SparseViewPipeline:
         self.scene_scale = scene_scale
         self._cameras: Cameras | None = None
         self._neighbours: list[list[int]] = []
+        self.priors = LearnedPriors(cfg.priors)
 
     def settings(self, sh_degree: int | None = None) -> RenderSettings:
         return RenderSettings(
@@ -52,9 +55,10 @@ class SparseViewPipeline:
 
     def bind_views(self, views: ImageDataset) -> None:
         """The training views (called by the trainer, again when the resolution changes): pseudo views are drawn
-        between their cameras."""
+        between their cameras, and the depth prior (when configured) estimates the depth of their photos."""
         self._cameras = views.cameras
         self._neighbours = nearest_cameras(views.cameras, self.cfg.co_reg.pseudo_neighbours)
+        self.priors.bind_views(views, self._neighbours)
 
     def train_step(self, batch: Batch, step: int) -> StepResult:
         cfg = self.cfg
@@ -65,7 +69,7 @@ class SparseViewPipeline:
         for prefix, g in views.items():
             out = render(g, batch.cameras, settings)
             term, parts = photometric(out.rgb, batch.rgb, cfg.ssim_lambda, batch.mask)
-            loss = loss + term + self._regularisers(g, parts)
+            loss = loss + term + self._regularisers(g, parts) + self.priors.view_loss(out, batch, step, parts)
             infos[prefix] = self._info(g, out, batch.cameras)
             if prefix == "":
                 logs = {k: float(v.detach()) for k, v in parts.items()}
@@ -74,6 +78,8 @@ class SparseViewPipeline:
             pseudo = self._pseudo_view_loss(list(views.values()), settings)
             loss = loss + cfg.co_reg.pseudo_weight * pseudo
             logs["pseudo_l1"] = float(pseudo.detach())
+        prior, prior_logs = self.priors.novel_view_loss(views[""], settings, step)
+        loss, logs = loss + prior, logs | prior_logs
         if fields.PARTNER in views:
             logs["partner_gaussians"] = len(views[fields.PARTNER])
         logs["sh_degree"] = degree
