@@ -76,7 +76,9 @@ class SampleConfig:
     n_frames: int = 12
     """Dynamic multiview: frames per camera."""
     n_cameras: int = 4
-    """Dynamic multiview: fixed cameras; camera 0 is held out as the test camera."""
+    """Dynamic multiview: fixed cameras; camera `test_camera` is held out as the test camera."""
+    test_camera: int = 0
+    """Dynamic multiview: index of the held-out camera (N3DV holds out its central camera, cam00)."""
     test_every: int = 8
     """Static and monocular: every test_every-th view (0, 8, 16, ...) is a test view."""
     fov_degrees: float = 60.0
@@ -529,7 +531,7 @@ def _views(cfg: SampleConfig) -> list[_View]:
         cameras = _orbit(cfg.n_cameras, phase, cfg.arc_degrees)
         times = [k / max(cfg.n_frames - 1, 1) for k in range(cfg.n_frames)]
         return [
-            _View(f"cam{c:02d}_t{k:04d}", T, time, c, c == 0)
+            _View(f"cam{c:02d}_t{k:04d}", T, time, c, c == cfg.test_camera)
             for c, T in enumerate(cameras)
             for k, time in enumerate(times)
         ]
@@ -571,7 +573,8 @@ def _validate(cfg: SampleConfig) -> None:
         "layout must be 'monocular' or 'multiview'": cfg.layout in ("monocular", "multiview"),
         "width and height must be at least 8": min(cfg.width, cfg.height) >= 8,
         "n_views, n_frames and n_points must be positive": min(cfg.n_views, cfg.n_frames, cfg.n_points) >= 1,
-        "n_cameras must be at least 2 (camera 0 is the test camera)": cfg.n_cameras >= 2,
+        "n_cameras must be at least 2 (one is the test camera)": cfg.n_cameras >= 2,
+        "test_camera must be one of the cameras": 0 <= cfg.test_camera < cfg.n_cameras,
         "test_every must be at least 2": cfg.test_every >= 2,
         "fov_degrees must be in (0, 180)": 0 < cfg.fov_degrees < 180,
         "arc_degrees must be in (0, 360]": 0 < cfg.arc_degrees <= 360,

@@ -1,5 +1,6 @@
 """The procedural sample scenes load as nerfstudio datasets and their depth agrees with their mesh."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from splat4d.data.synthetic import SampleConfig, load_recipe, scene_mesh_at, write_sample_scene
+from splat4d.data.synthetic import SampleConfig, _views, load_recipe, scene_mesh_at, write_sample_scene
 
 SMALL = {"width": 96, "height": 72, "n_points": 500}
 RECIPES = Path(__file__).parents[2] / "assets" / "samples"
@@ -240,3 +241,11 @@ def test_recipe_with_a_value_of_the_wrong_type_is_rejected_naming_the_file(tmp_p
     recipe.write_text(json.dumps({"width": "320"}))
     with pytest.raises(ValueError, match=r"bad\.json"):
         load_recipe(recipe)
+
+
+def test_multiview_test_camera_is_the_held_out_one():
+    cfg = SampleConfig(**SMALL, dynamic=True, layout="multiview", n_cameras=5, n_frames=2, test_camera=2)
+    held_out = {view.camera_index for view in _views(cfg) if view.is_test}
+    assert held_out == {2}
+    with pytest.raises(ValueError, match="test_camera"):
+        write_sample_scene(dataclasses.replace(cfg, test_camera=5), Path("/nonexistent"), progress=False)
