@@ -199,9 +199,11 @@ def split_4d(gaussians: Gaussians4D, optimizers: Optimizers, mask: Tensor) -> No
     """Replace each masked Gaussian by two drawn from its 4D distribution, all four scales divided by 1.6."""
     with torch.no_grad():
         cov = _unpack_covars4(gaussians.covars4[mask].detach().double())
-        jitter = 1e-12 * cov.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(1e-30)[:, None, None]
-        chol = torch.linalg.cholesky(cov + jitter * torch.eye(4, dtype=cov.dtype, device=cov.device))
-        samples = (chol[None] @ torch.randn(2, *cov.shape[:-1], 1, dtype=cov.dtype, device=cov.device))[
+        # A square root by eigendecomposition, not Cholesky: covariances built in float32 from scales that span
+        # many orders of magnitude can come out (slightly) indefinite, which Cholesky refuses mid-training.
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        root = eigvecs * eigvals.clamp_min(0.0).sqrt()[:, None, :]  # root @ root.T = cov, negatives clamped
+        samples = (root[None] @ torch.randn(2, *cov.shape[:-1], 1, dtype=cov.dtype, device=cov.device))[
             ..., 0
         ]
         offsets = samples.to(gaussians.params["means4"].dtype)  # [2, M, 4]

@@ -99,6 +99,29 @@ def test_split_draws_two_children_from_the_parents_4d_distribution() -> None:
     assert d[..., 3].abs().max() > 0  # children move in time too
 
 
+def test_split_survives_a_nearly_singular_covariance() -> None:
+    # Scales 8 orders of magnitude apart under a 4D rotation give a float32 covariance that Cholesky can call
+    # indefinite (it stopped a 2600-step bench run); the split must still draw finite children next to the parent.
+    torch.manual_seed(0)
+    g = _scene(n=20)
+    opts = _optimizers(g)
+    with torch.no_grad():
+        g.params["log_scales4"][:] = torch.tensor([-18.0, -1.0, -2.0, -3.0])
+        g.params["quats_l"][:] = torch.randn(20, 4)
+        g.params["quats_r"][:] = torch.randn(20, 4)
+    cov = _unpack_covars4(g.covars4.detach().double())
+    assert (
+        torch.linalg.eigvalsh(cov)[:, 0] < 0
+    ).any()  # the case at hand: float32 rounding made some indefinite
+    mask = torch.ones(20, dtype=torch.bool)
+    parents = g.params["means4"].detach().clone()
+    split_4d(g, opts, mask)
+    assert len(g) == 40
+    _assert_consistent(g, opts)
+    d = g.params["means4"].detach().reshape(2, 20, 4) - parents
+    assert torch.isfinite(d).all() and (d.norm(dim=-1) < 6 * math.exp(-1.0)).all()
+
+
 def _context(g: Gaussians4D, step: int):
     out = render(g, _camera())
     return out, StepContext(step=step, info=out.info, lr_means=1e-4)
