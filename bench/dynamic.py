@@ -1,7 +1,8 @@
 """Dynamic scenes: train the dynamic pipeline (4D Gaussians, the "fast" preset's schedule stretched to STEPS) on
 the procedural dynamic sample, as multi-view video (10 fixed cameras on a 90° arc × 12 frames, the central camera
 held out, as N3DV's cam00) and as one moving camera (D-NeRF style, every 8th frame held out), and write the
-figures into bench/results/dynamic-<device>.json (format: ../shared/BENCH.md), keeping the hierarchy figures that bench/hierarchy.py writes there.
+figures into bench/results/dynamic-<device>.json (format: ../shared/BENCH.md), keeping the hierarchy figures
+that bench/hierarchy.py writes there.
 
     python bench/dynamic.py --device cpu
     python bench/dynamic.py --device cpu --scenes monocular
