@@ -7,6 +7,7 @@ from pipelines.sparse_view.fields import PARTNER
 from pipelines.sparse_view.priors.config import PriorsConfig
 from pipelines.sparse_view.strategy import SparseStrategyConfig
 from splat4d.data.config import DataConfig
+from splat4d.data.triangulate import TriangulationConfig
 from splat4d.initialization import InitConfig
 from splat4d.optim import OptimConfig
 from splat4d.strategy import DefaultStrategyConfig
@@ -36,6 +37,9 @@ class CoRegConfig:
     """Add the pseudo-view term from this step (once the fields have a coarse shape)."""
     pseudo_neighbours: int = 2
     """A pseudo view lies between a training camera and one of its this many nearest training cameras."""
+    pseudo_max_fraction: float = 1.0
+    """A pseudo view lies at most this fraction of the way from its training camera to the neighbour (1: anywhere
+    in between; less keeps pseudo views near the photos, where novel views are usually asked for)."""
     partner_seed: int = 1
     """Seed of the partner field's random initial points when the scene has no point cloud. With one, both fields
     start from it (as in CoR-GS) and drift apart through the random splits of densification."""
@@ -55,7 +59,13 @@ class SparseViewConfig:
     views: int | None = None
     """Train on this many of the dataset's training views (farthest-point sampling of the camera centres from
     the first training camera; `pipelines.sparse_view.views`); None: all of them."""
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    """Initial points triangulated from the training views at their known poses when the dataset has none
+    (`mode`), with random points (`init.random_points`) when too few triangulate."""
     co_reg: CoRegConfig = field(default_factory=CoRegConfig)
+    drop_rate: float = 0.0
+    """DropGaussian: each training render leaves out this share of each field's Gaussians at random (scaling the
+    others' opacities by 1 / (1 − rate); `pipelines.sparse_view.dropout`); 0: off."""
     opacity_weight: float = 0.01
     """Weight of the mean opacity (a sparsity prior: Gaussians the photos do not need fade and get pruned); 0: off."""
     scale_weight: float = 0.01

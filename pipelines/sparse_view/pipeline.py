@@ -18,6 +18,7 @@ import torch
 
 from pipelines.sparse_view import fields
 from pipelines.sparse_view.config import SparseViewConfig
+from pipelines.sparse_view.dropout import drop_gaussians
 from pipelines.sparse_view.priors import LearnedPriors
 from pipelines.sparse_view.pseudo_views import nearest_cameras, sample_pseudo_camera
 from pipelines.sparse_view.strategy import floater_votes
@@ -67,7 +68,7 @@ class SparseViewPipeline:
         views = {prefix: fields.field(self.gaussians, prefix) for prefix in fields.prefixes(self.gaussians)}
         loss, logs, infos = batch.rgb.new_zeros(()), {}, {}
         for prefix, g in views.items():
-            out = render(g, batch.cameras, settings)
+            out = render(drop_gaussians(g, cfg.drop_rate), batch.cameras, settings)
             term, parts = photometric(out.rgb, batch.rgb, cfg.ssim_lambda, batch.mask)
             loss = loss + term + self._regularisers(g, parts) + self.priors.view_loss(out, batch, step, parts)
             infos[prefix] = self._info(g, out, batch.cameras)
@@ -110,7 +111,9 @@ class SparseViewPipeline:
     def _pseudo_view_loss(self, pair: list[Gaussians], settings: RenderSettings) -> torch.Tensor:
         """L1 between the two fields' renders of one pseudo view; both fields get the gradient (CoR-GS)."""
         assert self._cameras is not None
-        camera = sample_pseudo_camera(self._cameras, self._neighbours)
+        camera = sample_pseudo_camera(
+            self._cameras, self._neighbours, max_fraction=self.cfg.co_reg.pseudo_max_fraction
+        )
         a, b = (render(g, camera, settings).rgb for g in pair)
         return l1(a, b)
 
