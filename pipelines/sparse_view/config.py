@@ -37,9 +37,6 @@ class CoRegConfig:
     """Add the pseudo-view term from this step (once the fields have a coarse shape)."""
     pseudo_neighbours: int = 2
     """A pseudo view lies between a training camera and one of its this many nearest training cameras."""
-    pseudo_max_fraction: float = 1.0
-    """A pseudo view lies at most this fraction of the way from its training camera to the neighbour (1: anywhere
-    in between; less keeps pseudo views near the photos, where novel views are usually asked for)."""
     partner_seed: int = 1
     """Seed of the partner field's random initial points when the scene has no point cloud. With one, both fields
     start from it (as in CoR-GS) and drift apart through the random splits of densification."""

@@ -1,6 +1,7 @@
-"""The sparse-view training step: each field renders the batch's photo ((1 − λ)·L1 + λ·D-SSIM, plus opacity and
-scale regularisers); with co-regularisation, both fields also render a pseudo view between two training cameras
-and must agree there (L1). Learned priors, when configured (`cfg.priors`, `pipelines.sparse_view.priors`), add
+"""The sparse-view training step: each field renders the batch's photo with a random share of its Gaussians left
+out (DropGaussian, `pipelines.sparse_view.dropout`) and is compared with it ((1 − λ)·L1 + λ·D-SSIM, plus opacity
+and scale regularisers); with co-regularisation, both fields also render a pseudo view between two training
+cameras and must agree there (L1). Learned priors, when configured (`cfg.priors`, `pipelines.sparse_view.priors`), add
 depth terms to each field's render of the photo and diffusion terms on pseudo views of the primary field.
 
 Run it with `splat4d reconstruct DATASET -o OUT --pipeline sparse --views 3` (a posed dataset; see `--help`).
@@ -111,9 +112,7 @@ class SparseViewPipeline:
     def _pseudo_view_loss(self, pair: list[Gaussians], settings: RenderSettings) -> torch.Tensor:
         """L1 between the two fields' renders of one pseudo view; both fields get the gradient (CoR-GS)."""
         assert self._cameras is not None
-        camera = sample_pseudo_camera(
-            self._cameras, self._neighbours, max_fraction=self.cfg.co_reg.pseudo_max_fraction
-        )
+        camera = sample_pseudo_camera(self._cameras, self._neighbours)
         a, b = (render(g, camera, settings).rgb for g in pair)
         return l1(a, b)
 

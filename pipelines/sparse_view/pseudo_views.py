@@ -40,19 +40,15 @@ def nearest_cameras(cameras: Cameras, k: int) -> list[list[int]]:
 
 
 def sample_pseudo_camera(
-    cameras: Cameras,
-    neighbours: list[list[int]],
-    generator: torch.Generator | None = None,
-    max_fraction: float = 1.0,
+    cameras: Cameras, neighbours: list[list[int]], generator: torch.Generator | None = None
 ) -> Cameras:
-    """One camera between a random training camera i and a random one of its `neighbours[i]`, at a fraction of the
-    way drawn uniformly from [0, max_fraction]; intrinsics and image size are camera i's. `cameras` with a single
-    camera: itself."""
+    """One camera between a random training camera i and a random one of its `neighbours[i]`, at a uniform
+    fraction of the way; intrinsics and image size are camera i's. `cameras` with a single camera: itself."""
     i = int(torch.randint(len(cameras), (), generator=generator))
     if not neighbours[i]:
         return cameras[i]
     j = neighbours[i][int(torch.randint(len(neighbours[i]), (), generator=generator))]
-    s = torch.rand(1, generator=generator) * max_fraction
+    s = torch.rand(1, generator=generator)
     T = interpolate_poses(
         cameras.T_world_cam[i : i + 1], cameras.T_world_cam[j : j + 1], s.to(cameras.device)
     )

@@ -7,6 +7,11 @@ nearest camera already chosen is largest (the lowest index on ties). The rule is
 reads back with the same views. Evaluation uses the dataset's own test views; the training views not chosen are
 dropped from the scene (so `cameras.json` and the viewer list only the views used), unless the dataset has no
 test views, in which case they become the test views.
+
+Initial points: a posed dataset without a point cloud (Blender scenes) gets points triangulated from the chosen
+training views at their known poses (`splat4d.data.triangulate`, cached in the scene's work folder, so a scene
+folder reads back with the same points), or none, so that training starts from random points, when fewer than
+`triangulation.min_points` triangulate (typically 3 views far apart, which share too few features).
 """
 
 import dataclasses

@@ -1,11 +1,8 @@
-"""DropGaussian renders and pseudo views kept near the photos."""
-
-import math
+"""DropGaussian: training renders with random Gaussians left out."""
 
 import torch
 
 from pipelines.sparse_view.dropout import drop_gaussians
-from pipelines.sparse_view.pseudo_views import nearest_cameras, sample_pseudo_camera
 from splat4d.cameras import Cameras
 from splat4d.gaussians import Gaussians
 from splat4d.geometry import look_at
@@ -40,17 +37,3 @@ def test_dropped_gaussians_vanish_and_the_others_make_up_for_them() -> None:
     out.rgb.sum().backward()
     grad = g.params["opacity_logits"].grad
     assert grad is not None and (grad[gone] == 0).all() and (grad[~gone] != 0).any()
-
-
-def test_pseudo_views_stay_within_the_allowed_fraction_of_the_way() -> None:
-    up = torch.tensor([0.0, 0.0, 1.0])
-    eyes = [torch.tensor([3.0 * math.cos(a), 3.0 * math.sin(a), 1.0]) for a in (0.0, 2.0)]
-    poses = torch.stack([look_at(eye, torch.zeros(3), up) for eye in eyes])
-    K = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]).expand(2, 3, 3).clone()
-    cams = Cameras(poses, K, 32, 32)
-    neighbours = nearest_cameras(cams, 1)
-    side = float((cams.centers[0] - cams.centers[1]).norm())
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        centre = sample_pseudo_camera(cams, neighbours, generator, max_fraction=0.2).centers[0]
-        assert float((cams.centers - centre).norm(dim=-1).min()) <= 0.2 * side + 1e-5
