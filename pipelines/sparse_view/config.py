@@ -7,6 +7,7 @@ from pipelines.sparse_view.fields import PARTNER
 from pipelines.sparse_view.priors.config import PriorsConfig
 from pipelines.sparse_view.strategy import SparseStrategyConfig
 from splat4d.data.config import DataConfig
+from splat4d.data.triangulate import TriangulationConfig
 from splat4d.initialization import InitConfig
 from splat4d.optim import OptimConfig
 from splat4d.strategy import DefaultStrategyConfig
@@ -55,7 +56,13 @@ class SparseViewConfig:
     views: int | None = None
     """Train on this many of the dataset's training views (farthest-point sampling of the camera centres from
     the first training camera; `pipelines.sparse_view.views`); None: all of them."""
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    """Initial points triangulated from the training views at their known poses when the dataset has none
+    (`mode`), with random points (`init.random_points`) when too few triangulate."""
     co_reg: CoRegConfig = field(default_factory=CoRegConfig)
+    drop_rate: float = 0.0
+    """DropGaussian: each training render leaves out this share of each field's Gaussians at random (scaling the
+    others' opacities by 1 / (1 − rate); `pipelines.sparse_view.dropout`); 0: off."""
     opacity_weight: float = 0.01
     """Weight of the mean opacity (a sparsity prior: Gaussians the photos do not need fade and get pruned); 0: off."""
     scale_weight: float = 0.01

@@ -1,6 +1,7 @@
-"""The sparse-view training step: each field renders the batch's photo ((1 − λ)·L1 + λ·D-SSIM, plus opacity and
-scale regularisers); with co-regularisation, both fields also render a pseudo view between two training cameras
-and must agree there (L1). Learned priors, when configured (`cfg.priors`, `pipelines.sparse_view.priors`), add
+"""The sparse-view training step: each field renders the batch's photo with a random share of its Gaussians left
+out (DropGaussian, `pipelines.sparse_view.dropout`) and is compared with it ((1 − λ)·L1 + λ·D-SSIM, plus opacity
+and scale regularisers); with co-regularisation, both fields also render a pseudo view between two training
+cameras and must agree there (L1). Learned priors, when configured (`cfg.priors`, `pipelines.sparse_view.priors`), add
 depth terms to each field's render of the photo and diffusion terms on pseudo views of the primary field.
 
 Run it with `splat4d reconstruct DATASET -o OUT --pipeline sparse --views 3` (a posed dataset; see `--help`).
@@ -18,6 +19,7 @@ import torch
 
 from pipelines.sparse_view import fields
 from pipelines.sparse_view.config import SparseViewConfig
+from pipelines.sparse_view.dropout import drop_gaussians
 from pipelines.sparse_view.priors import LearnedPriors
 from pipelines.sparse_view.pseudo_views import nearest_cameras, sample_pseudo_camera
 from pipelines.sparse_view.strategy import floater_votes
@@ -67,7 +69,7 @@ class SparseViewPipeline:
         views = {prefix: fields.field(self.gaussians, prefix) for prefix in fields.prefixes(self.gaussians)}
         loss, logs, infos = batch.rgb.new_zeros(()), {}, {}
         for prefix, g in views.items():
-            out = render(g, batch.cameras, settings)
+            out = render(drop_gaussians(g, cfg.drop_rate), batch.cameras, settings)
             term, parts = photometric(out.rgb, batch.rgb, cfg.ssim_lambda, batch.mask)
             loss = loss + term + self._regularisers(g, parts) + self.priors.view_loss(out, batch, step, parts)
             infos[prefix] = self._info(g, out, batch.cameras)

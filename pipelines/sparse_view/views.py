@@ -7,8 +7,14 @@ nearest camera already chosen is largest (the lowest index on ties). The rule is
 reads back with the same views. Evaluation uses the dataset's own test views; the training views not chosen are
 dropped from the scene (so `cameras.json` and the viewer list only the views used), unless the dataset has no
 test views, in which case they become the test views.
+
+Initial points: a posed dataset without a point cloud (Blender scenes) gets points triangulated from the chosen
+training views at their known poses (`splat4d.data.triangulate`, cached in the scene's work folder, so a scene
+folder reads back with the same points), or none, so that training starts from random points, when fewer than
+`triangulation.min_points` triangulate (typically 3 views far apart, which share too few features).
 """
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ from torch import Tensor
 
 from splat4d.data import detect_format, load_scene
 from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.triangulate import TriangulationConfig, triangulate_views
 
 UNPOSED_FORMATS = ("images", "video")
 """Inputs that would need structure from motion to get poses."""
@@ -85,4 +92,26 @@ def load_sparse_scene(cfg: Any, workdir: Path) -> SceneData:
             f"first (e.g. COLMAP with more photos of the scene) or use `--pipeline static` with more photos"
         )
     scene = load_scene(cfg.data, workdir)
-    return scene if cfg.views is None else select_views(scene, cfg.views)
+    scene = scene if cfg.views is None else select_views(scene, cfg.views)
+    mode = cfg.triangulation.mode
+    if mode == "always" or (mode == "auto" and scene.points is None):
+        scene = with_triangulated_points(scene, cfg.triangulation, Path(workdir) / "triangulation")
+    return scene
+
+
+def with_triangulated_points(scene: SceneData, cfg: TriangulationConfig, folder: Path) -> SceneData:
+    """`scene` with points triangulated from its training views at their poses (`splat4d.data.triangulate`), or
+    with none (so that training starts from random points) when fewer than `cfg.min_points` triangulate or there
+    is only one training view. `metadata["triangulated_points"]` says how many triangulated."""
+    if len(scene.train_indices) < 2:
+        found = None
+    else:
+        found = triangulate_views(scene, scene.train_indices, cfg, folder)
+    n = 0 if found is None else len(found.points)
+    keep = found is not None and n >= cfg.min_points
+    return dataclasses.replace(
+        scene,
+        points=found.points if keep else None,
+        point_colors=found.colors if keep else None,
+        metadata={**scene.metadata, "triangulated_points": n},
+    )
