@@ -36,6 +36,8 @@ def drop_gaussians(gaussians: Gaussians, rate: float, generator: torch.Generator
     if rate <= 0:
         return gaussians
     means = gaussians.means
-    keep = torch.rand(len(gaussians), generator=generator, device=means.device if generator is None else "cpu")
+    keep = torch.rand(
+        len(gaussians), generator=generator, device=means.device if generator is None else "cpu"
+    )
     factor = (keep.to(means.device) >= rate).to(means.dtype) / (1.0 - rate)
     return DroppedGaussians(gaussians, factor)
