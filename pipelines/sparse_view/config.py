@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from pipelines.sparse_view.fields import PARTNER
 from pipelines.sparse_view.priors.config import PriorsConfig
+from pipelines.sparse_view.silhouettes import SilhouetteConfig
 from pipelines.sparse_view.strategy import SparseStrategyConfig
 from splat4d.data.config import DataConfig
 from splat4d.data.triangulate import TriangulationConfig
@@ -59,6 +60,8 @@ class SparseViewConfig:
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
     """Initial points triangulated from the training views at their known poses when the dataset has none
     (`mode`), with random points (`init.random_points`) when too few triangulate."""
+    silhouette: SilhouetteConfig = field(default_factory=SilhouetteConfig)
+    """For photos with an alpha channel (object captures): visual-hull initial points and an alpha term."""
     co_reg: CoRegConfig = field(default_factory=CoRegConfig)
     drop_rate: float = 0.0
     """DropGaussian: each training render leaves out this share of each field's Gaussians at random (scaling the

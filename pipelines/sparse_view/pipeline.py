@@ -22,6 +22,7 @@ from pipelines.sparse_view.config import SparseViewConfig
 from pipelines.sparse_view.dropout import drop_gaussians
 from pipelines.sparse_view.priors import LearnedPriors
 from pipelines.sparse_view.pseudo_views import nearest_cameras, sample_pseudo_camera
+from pipelines.sparse_view.silhouettes import AlphaTerm
 from pipelines.sparse_view.strategy import floater_votes
 from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData
@@ -49,6 +50,7 @@ class SparseViewPipeline:
         self._cameras: Cameras | None = None
         self._neighbours: list[list[int]] = []
         self.priors = LearnedPriors(cfg.priors)
+        self.alpha = AlphaTerm(cfg.silhouette)
 
     def settings(self, sh_degree: int | None = None) -> RenderSettings:
         return RenderSettings(
@@ -61,6 +63,7 @@ class SparseViewPipeline:
         self._cameras = views.cameras
         self._neighbours = nearest_cameras(views.cameras, self.cfg.co_reg.pseudo_neighbours)
         self.priors.bind_views(views, self._neighbours)
+        self.alpha.bind_views(views.scene, views.indices, views.width, views.height)
 
     def train_step(self, batch: Batch, step: int) -> StepResult:
         cfg = self.cfg
@@ -72,6 +75,7 @@ class SparseViewPipeline:
             out = render(drop_gaussians(g, cfg.drop_rate), batch.cameras, settings)
             term, parts = photometric(out.rgb, batch.rgb, cfg.ssim_lambda, batch.mask)
             loss = loss + term + self._regularisers(g, parts) + self.priors.view_loss(out, batch, step, parts)
+            loss = loss + self.alpha.loss(out.alpha, batch.index, parts)
             infos[prefix] = self._info(g, out, batch.cameras)
             if prefix == "":
                 logs = {k: float(v.detach()) for k, v in parts.items()}

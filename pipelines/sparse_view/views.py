@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from pipelines.sparse_view.silhouettes import SilhouetteConfig, photo_alphas, visual_hull_points
 from splat4d.data import detect_format, load_scene
 from splat4d.data.base import DatasetError, SceneData
 from splat4d.data.triangulate import TriangulationConfig, triangulate_views
@@ -96,7 +97,24 @@ def load_sparse_scene(cfg: Any, workdir: Path) -> SceneData:
     mode = cfg.triangulation.mode
     if mode == "always" or (mode == "auto" and scene.points is None):
         scene = with_triangulated_points(scene, cfg.triangulation, Path(workdir) / "triangulation")
+    if scene.points is None and cfg.silhouette.hull_init:
+        scene = with_hull_points(scene, cfg.silhouette, cfg.init.random_points, cfg.init.seed)
     return scene
+
+
+def with_hull_points(scene: SceneData, cfg: SilhouetteConfig, n: int, seed: int) -> SceneData:
+    """`scene` with `n` points inside the visual hull of its training photos' alpha (`silhouettes`), or as it is
+    when a training photo has no alpha channel. `metadata["hull_points"]` says how many."""
+    alphas = photo_alphas(scene, scene.train_indices)
+    if alphas is None:
+        return scene
+    points, colours = visual_hull_points(scene, alphas, n, cfg, seed)
+    return dataclasses.replace(
+        scene,
+        points=points.numpy(),
+        point_colors=colours.numpy(),
+        metadata={**scene.metadata, "hull_points": len(points)},
+    )
 
 
 def with_triangulated_points(scene: SceneData, cfg: TriangulationConfig, folder: Path) -> SceneData:

@@ -1,0 +1,178 @@
+"""Silhouettes of photos with an alpha channel (object captures such as Blender scenes): a visual-hull
+initialisation and an alpha term.
+
+Three photos of an object leave its shape almost free: any cloud of Gaussians that looks right from the three
+cameras fits them, and the white (or black) background of such a capture hides floaters of its own colour from
+every training view while they cover the object from the views in between. The alpha channel says where the object
+is not, for every pixel of every photo, which the colours alone do not:
+
+- *Visual hull* (as GaussianObject initialises from masks): random points where the cameras look are kept only
+  where every photo that sees them has alpha ≥ `threshold`, so training starts inside the object's silhouette cone
+  intersection, with the photos' mean colour there, instead of from a cube that fills the background.
+- *Alpha term*: L1 between each render's accumulated opacity and the photo's alpha, so that Gaussians in front of
+  the background fade wherever a photo sees through them.
+
+Both act only when the training photos carry alpha (PNG RGBA); photos without it (and video frames) leave the
+pipeline as it is.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from splat4d.cameras import Cameras
+from splat4d.data.base import DatasetError, SceneData
+from splat4d.initialization import look_at_point
+
+
+@dataclass
+class SilhouetteConfig:
+    """Visual-hull initialisation and alpha term, for training photos with an alpha channel."""
+
+    weight: float = 1.0
+    """Weight of the L1 between rendered opacity and the photo's alpha; 0: off."""
+    hull_init: bool = True
+    """Start from random points inside the visual hull of the photos' alpha when the scene has no point cloud
+    (and triangulation found too few points)."""
+    threshold: float = 0.5
+    """Alpha at or above which a pixel belongs to the object."""
+    hull_extent: float = 0.35
+    """Half-size of the cube the hull points are drawn from, relative to the mean camera distance to where the
+    cameras look (as `InitConfig.random_extent`)."""
+
+
+def read_alpha(path: Path | object) -> Float[Tensor, "H W"] | None:
+    """The alpha channel of an image file in [0, 1], or None when it has none (or is a video frame)."""
+    if not isinstance(path, Path):
+        return None
+    try:
+        image = iio.imread(path)
+    except Exception as exc:
+        raise DatasetError(f"{path}: cannot read the image ({exc})") from exc
+    if image.ndim != 3 or image.shape[-1] not in (2, 4):
+        return None
+    alpha = image[..., -1].astype(np.float32) / float(
+        np.iinfo(image.dtype).max if image.dtype.kind == "u" else 1
+    )
+    return torch.from_numpy(alpha)
+
+
+def photo_alphas(scene: SceneData, indices: list[int]) -> dict[int, Float[Tensor, "H W"]] | None:
+    """Full-resolution alpha of the photos `indices`, by scene index; None unless every one has alpha."""
+    alphas = {}
+    for i in indices:
+        alpha = read_alpha(scene.image_paths[i])
+        if alpha is None:
+            return None
+        alphas[i] = alpha
+    return alphas
+
+
+def _project(
+    points: Float[Tensor, "N 3"], cameras: Cameras
+) -> tuple[Float[Tensor, "C N 2"], Float[Tensor, "C N"]]:
+    """Pixel coordinates of `points` in each camera and their depth along its axis."""
+    T = cameras.T_cam_world
+    p_cam = points[None] @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    z = p_cam[..., 2]
+    uv = (p_cam @ cameras.Ks.transpose(1, 2))[..., :2] / z[..., None].clamp_min(1e-9)
+    return uv, z
+
+
+def visual_hull_points(
+    scene: SceneData, alphas: dict[int, Float[Tensor, "H W"]], n: int, cfg: SilhouetteConfig, seed: int = 0
+) -> tuple[Float[Tensor, "M 3"], Float[Tensor, "M 3"]]:
+    """Up to `n` random points inside the visual hull of `alphas` and the photos' mean colour at them.
+
+    A point a photo sees must fall on alpha ≥ threshold there. A point outside a photo's frame is outside the
+    object when the object lies wholly inside that photo (its border has no alpha ≥ threshold), and is left to the
+    other photos when the object runs off the frame.
+
+    Raises:
+        DatasetError: no point of 50 batches lies inside every silhouette (the alpha and the poses disagree).
+    """
+    indices = sorted(alphas)
+    cameras = scene.cameras[torch.as_tensor(indices, dtype=torch.long)]
+    centre = look_at_point(cameras)
+    half = cfg.hull_extent * float((cameras.centers - centre).norm(dim=-1).mean())
+    stack = torch.stack([alphas[i] for i in indices])  # [C, H, W]
+    colours = torch.stack([_photo_rgb(scene.image_paths[i]) for i in indices])  # [C, H, W, 3]
+    H, W = stack.shape[1:]
+    border = torch.cat([stack[:, 0], stack[:, -1], stack[:, :, 0], stack[:, :, -1]], dim=1)
+    framed = (
+        border.amax(dim=1) < cfg.threshold
+    )  # the object lies wholly inside this photo: outside it is empty
+    generator = torch.Generator().manual_seed(seed)
+    kept_points, kept_colours, total = [], [], 0
+    for _ in range(50):
+        points = centre + (torch.rand(max(4 * n, 10_000), 3, generator=generator) * 2 - 1) * half
+        uv, z = _project(points, cameras)
+        px = uv.round().long()
+        seen = (z > 0) & (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H)
+        x, y = px[..., 0].clamp(0, W - 1), px[..., 1].clamp(0, H - 1)
+        cam = torch.arange(len(indices))[:, None].expand_as(x)
+        inside = stack[cam, y, x] >= cfg.threshold
+        keep = (inside | (~seen & ~framed[:, None])).all(0) & seen.any(0)
+        if keep.any():
+            weight = (seen & inside)[..., None].float()[:, keep]  # [C, K, 1]
+            rgb = colours[cam[:, keep], y[:, keep], x[:, keep]]  # [C, K, 3]
+            kept_points.append(points[keep])
+            kept_colours.append((rgb * weight).sum(0) / weight.sum(0).clamp_min(1.0))
+            total += int(keep.sum())
+        if total >= n:
+            break
+    if total == 0:
+        raise DatasetError(
+            f"{Path(scene.image_paths[indices[0]]).parent}: no point lies inside the alpha silhouette of every "
+            "training photo; the photos' alpha and their poses disagree (set silhouette.hull_init false to "
+            "start from random points)"
+        )
+    return torch.cat(kept_points)[:n], torch.cat(kept_colours)[:n]
+
+
+def _photo_rgb(path: Path | object) -> Float[Tensor, "H W 3"]:
+    image = np.asarray(iio.imread(path))
+    scale = float(np.iinfo(image.dtype).max) if image.dtype.kind == "u" else 1.0
+    rgb = image[..., :3].astype(np.float32) / scale
+    if image.shape[-1] in (2, 4):  # composite onto white, as the object is shown on its background
+        a = image[..., -1:].astype(np.float32) / scale
+        rgb = rgb * a + (1.0 - a)
+    return torch.from_numpy(np.ascontiguousarray(rgb))
+
+
+class AlphaTerm:
+    """The alpha term of the training photos at the training resolution (resized by area when it changes)."""
+
+    def __init__(self, cfg: SilhouetteConfig) -> None:
+        self.cfg = cfg
+        self._full: dict[int, Float[Tensor, "H W"]] | None = None
+        self._sized: dict[int, Float[Tensor, "1 h w 1"]] = {}
+
+    def bind_views(self, scene: SceneData, indices: list[int], width: int, height: int) -> None:
+        if self.cfg.weight <= 0:
+            return
+        if self._full is None:
+            self._full = photo_alphas(scene, indices) or {}
+        self._sized = {
+            i: F.interpolate(a[None, None], size=(height, width), mode="area").permute(0, 2, 3, 1)
+            for i, a in self._full.items()
+        }
+
+    @property
+    def active(self) -> bool:
+        return self.cfg.weight > 0 and bool(self._sized)
+
+    def loss(self, alpha: Float[Tensor, "1 h w 1"], index: int, parts: dict[str, Tensor]) -> Tensor:
+        """Weighted L1 between a render's opacity and photo `index`'s alpha; its value goes into `parts`."""
+        target = self._sized.get(index) if self.active else None
+        if target is None:
+            return alpha.new_zeros(())
+        value = (alpha - target.to(alpha.device)).abs().mean()
+        parts["alpha"] = value
+        return self.cfg.weight * value
