@@ -1,14 +1,16 @@
 """Dynamic scenes: train the dynamic pipeline (4D Gaussians, the "fast" preset's schedule stretched to STEPS) on
 the procedural dynamic sample, as multi-view video (10 fixed cameras on a 90° arc × 12 frames, the central camera
-held out, as N3DV's cam00) and as one moving camera (D-NeRF style, every 8th frame held out), and write the
+held out, as N3DV's cam00; read as images with the sample's points, and as an N3DV folder of H.264 videos with no
+points) and as one moving camera (D-NeRF style, every 8th frame held out), and write the
 figures into bench/results/dynamic-<device>.json (format: ../shared/BENCH.md), keeping the hierarchy figures
 that bench/hierarchy.py writes there.
 
     python bench/dynamic.py --device cpu
     python bench/dynamic.py --device cpu --scenes monocular
 
-Figures: procedural_multiview_psnr, procedural_monocular_psnr (held-out views; target ≥ 27 dB on the CPU within 15
-minutes of training), with their training seconds. Rows: SSIM, #Gaussians, render FPS of the test views.
+Figures: procedural_multiview_psnr, procedural_multiview_video_psnr, procedural_monocular_psnr (held-out views;
+target ≥ 27 dB on the CPU within 15 minutes of training), with their training seconds. Rows: SSIM, #Gaussians,
+render FPS of the test views.
 """
 
 import argparse
@@ -24,8 +26,9 @@ from common import RESULTS, device_name, write_results
 from rich.console import Console
 
 from pipelines import PIPELINES
-from splat4d.data.config import DataConfig
+from splat4d.data.config import DataConfig, MultiviewVideoConfig
 from splat4d.data.dataset import ImageDataset
+from splat4d.data.n3dv_sample import write_n3dv_sample
 from splat4d.data.synthetic import load_recipe, write_sample_scene
 from splat4d.reconstruct import reconstruct, resolve_device
 
@@ -47,6 +50,9 @@ SCENES = {
     },
     "monocular": {},
 }
+N3DV = {"multiview_video": "multiview"}
+"""Scenes read from an N3DV-layout re-encoding of another scene's sample (`splat4d.data.n3dv_sample`: one H.264
+video per camera, poses_bounds.npy, no point cloud, so training starts from random points), same held-out camera."""
 
 
 STEPS = 2400
@@ -65,12 +71,10 @@ def _render_fps(pipeline, scene, device: torch.device) -> float:
     return len(data) / (time.perf_counter() - t0)
 
 
-def _run(name: str, photos: Path, steps: int | None, device: torch.device, work: Path) -> dict:
+def _run(name: str, data: DataConfig, steps: int | None, device: torch.device, work: Path) -> dict:
     spec = PIPELINES["dynamic"]
     cfg = spec.presets["fast"] if steps is None else spec.with_steps(spec.presets["fast"], steps)
-    cfg = dataclasses.replace(
-        cfg, data=DataConfig(path=photos), trainer=dataclasses.replace(cfg.trainer, progress=False)
-    )
+    cfg = dataclasses.replace(cfg, data=data, trainer=dataclasses.replace(cfg.trainer, progress=False))
     result = reconstruct(
         spec, "dynamic", "fast", cfg, work / name, device, overwrite=True, console=Console(quiet=True)
     )
@@ -92,6 +96,19 @@ def _run(name: str, photos: Path, steps: int | None, device: torch.device, work:
     }
     print(row, flush=True)
     return row
+
+
+def _data(name: str, recipe, work: Path) -> DataConfig:
+    """Where scene `name` is read from: its sample (written once), or that sample as N3DV videos."""
+    base = N3DV.get(name, name)
+    photos = work / f"{base}-photos"
+    if not photos.is_dir():
+        write_sample_scene(dataclasses.replace(recipe, **SCENES[base]), photos, progress=False)
+    if name not in N3DV:
+        return DataConfig(path=photos)
+    videos = write_n3dv_sample(photos, work / f"{name}-n3dv")
+    test_camera = SCENES[base].get("test_camera", 0)
+    return DataConfig(path=videos, multiview=MultiviewVideoConfig(test_cameras=(test_camera,)))
 
 
 def _merge_and_write(
@@ -117,7 +134,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    parser.add_argument("--scenes", nargs="+", default=[*SCENES, *N3DV], choices=[*SCENES, *N3DV])
     parser.add_argument(
         "--steps", type=int, default=STEPS, help="training steps (the fast preset's schedule scaled)"
     )
@@ -132,9 +149,7 @@ def main() -> None:
         work = Path(tmp)
         recipe = load_recipe(REPO / "assets" / "samples" / "dynamic.json")
         for name in args.scenes:
-            cfg = dataclasses.replace(recipe, **SCENES[name])
-            photos = write_sample_scene(cfg, work / f"{name}-photos", progress=False)
-            row = _run(name, photos, args.steps, device, work)
+            row = _run(name, _data(name, recipe, work), args.steps, device, work)
             rows.append(row)
             figures[f"procedural_{name}_psnr"] = round(row["test_psnr"], 3)
             figures[f"procedural_{name}_seconds"] = row["train_seconds"]

@@ -15,6 +15,7 @@ from splat4d.data import detect_format, load_scene
 from splat4d.data.base import DatasetError, VideoFrame
 from splat4d.data.config import DataConfig, MultiviewVideoConfig
 from splat4d.data.dataset import ImageDataset
+from splat4d.data.n3dv_sample import encode_video, write_n3dv_sample
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
 from splat4d.data.video import (
@@ -27,40 +28,15 @@ from splat4d.data.video import (
 from tests.pipelines.helpers import train_dynamic
 
 N_CAMERAS, N_FRAMES, W, H = 3, 6, 64, 48
-NEAR_FAR = (0.5, 9.0)
 
 
-def _encode(path: Path, frames: list[np.ndarray], gop: int = 3) -> None:
-    """H.264 yuv420p at high quality; a short keyframe interval (and libx264's B-frames) so reads really seek."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30, options={"crf": "10", "g": str(gop)})
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+def _encode(path: Path, frames: list[np.ndarray]) -> None:
+    """A short keyframe interval (and libx264's B-frames) so that reads really seek."""
+    encode_video(path, frames, gop=3)
 
 
 def _source_frames(sample: Path, camera: int) -> list[np.ndarray]:
     return [iio.imread(sample / "images" / f"cam{camera:02d}_t{k:04d}.png") for k in range(N_FRAMES)]
-
-
-def _write_n3dv(sample: Path, out: Path) -> Path:
-    """The multi-view sample as an N3DV folder: camXX.mp4 per camera and poses_bounds.npy in LLFF axes."""
-    out.mkdir(parents=True)
-    truth = read_nerfstudio(sample)
-    rows = []
-    for c in range(N_CAMERAS):
-        _encode(out / f"cam{c:02d}.mp4", _source_frames(sample, c))
-        view = c * N_FRAMES
-        pose = opencv_to_llff(
-            truth.cameras.T_world_cam[view].double().numpy(),
-            float(H),
-            float(W),
-            float(truth.cameras.Ks[view, 0, 0]),
-        )
-        rows.append(np.concatenate([pose.reshape(-1), NEAR_FAR]))
-    np.save(out / "poses_bounds.npy", np.stack(rows))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +57,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def n3dv(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_n3dv(sample, tmp_path_factory.mktemp("n3dv") / "scene")
+    return write_n3dv_sample(sample, tmp_path_factory.mktemp("n3dv") / "scene", gop=3)
 
 
 def _copy(n3dv: Path, tmp_path: Path) -> Path:
@@ -120,7 +96,17 @@ def test_reader_recovers_the_cameras_times_and_split(sample: Path, n3dv: Path, t
     assert scene.train_indices == list(range(N_FRAMES, N_CAMERAS * N_FRAMES))
     assert scene.image_paths[N_FRAMES + 2] == VideoFrame(n3dv / "cam01.mp4", 2)
     assert scene.image_paths[N_FRAMES + 2].name == "cam01_000002"
-    assert scene.metadata["near_far"] == [list(NEAR_FAR)] * N_CAMERAS
+    # the writer's bounds: the 1st and 99th percentile depth of the sample's points in each camera
+    near_far = np.asarray(scene.metadata["near_far"])
+    assert (
+        near_far.shape == (N_CAMERAS, 2)
+        and (near_far[:, 0] > 0).all()
+        and (near_far[:, 0] < near_far[:, 1]).all()
+    )
+    points = read_nerfstudio(sample).points
+    T = np.linalg.inv(truth.cameras.T_world_cam[0].double().numpy())
+    depth = (points @ T[:3, :3].T + T[:3, 3])[:, 2]
+    assert near_far[0].tolist() == pytest.approx(np.percentile(depth[depth > 0], [1, 99]).tolist(), rel=1e-6)
 
 
 def test_frames_are_decoded_on_demand_and_match_the_source_images(sample: Path, n3dv: Path) -> None:
