@@ -66,6 +66,9 @@ class SparseViewConfig:
     drop_rate: float = 0.0
     """DropGaussian: each training render leaves out this share of each field's Gaussians at random (scaling the
     others' opacities by 1 / (1 − rate); `pipelines.sparse_view.dropout`); 0: off."""
+    depth_smoothness_weight: float = 0.0
+    """Weight of the depth smoothness of both fields' pseudo-view renders (RegNeRF; `smoothness`), with
+    co-regularisation from `co_reg.pseudo_start`; 0: off."""
     opacity_weight: float = 0.01
     """Weight of the mean opacity (a sparsity prior: Gaussians the photos do not need fade and get pruned); 0: off."""
     scale_weight: float = 0.01

@@ -23,6 +23,7 @@ from pipelines.sparse_view.dropout import drop_gaussians
 from pipelines.sparse_view.priors import LearnedPriors
 from pipelines.sparse_view.pseudo_views import nearest_cameras, sample_pseudo_camera
 from pipelines.sparse_view.silhouettes import AlphaTerm
+from pipelines.sparse_view.smoothness import depth_smoothness
 from pipelines.sparse_view.strategy import floater_votes
 from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData
@@ -81,9 +82,9 @@ class SparseViewPipeline:
                 logs = {k: float(v.detach()) for k, v in parts.items()}
                 logs["psnr"] = float(psnr(out.rgb.detach(), batch.rgb).mean())
         if len(views) == 2 and step >= cfg.co_reg.pseudo_start and self._cameras is not None:
-            pseudo = self._pseudo_view_loss(list(views.values()), settings)
-            loss = loss + cfg.co_reg.pseudo_weight * pseudo
-            logs["pseudo_l1"] = float(pseudo.detach())
+            pseudo, smooth = self._pseudo_view_loss(list(views.values()), settings)
+            loss = loss + cfg.co_reg.pseudo_weight * pseudo + cfg.depth_smoothness_weight * smooth
+            logs["pseudo_l1"], logs["depth_smoothness"] = float(pseudo.detach()), float(smooth.detach())
         prior, prior_logs = self.priors.novel_view_loss(views[""], settings, step)
         loss, logs = loss + prior, logs | prior_logs
         if fields.PARTNER in views:
@@ -113,12 +114,16 @@ class SparseViewPipeline:
             )
         return info
 
-    def _pseudo_view_loss(self, pair: list[Gaussians], settings: RenderSettings) -> torch.Tensor:
-        """L1 between the two fields' renders of one pseudo view; both fields get the gradient (CoR-GS)."""
+    def _pseudo_view_loss(
+        self, pair: list[Gaussians], settings: RenderSettings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L1 between the two fields' renders of one pseudo view (CoR-GS) and the depth smoothness of both renders
+        (RegNeRF); both fields get the gradient of each."""
         assert self._cameras is not None
         camera = sample_pseudo_camera(self._cameras, self._neighbours)
-        a, b = (render(g, camera, settings).rgb for g in pair)
-        return l1(a, b)
+        a, b = (render(g, camera, settings) for g in pair)
+        smooth = depth_smoothness(a.depth, a.alpha) + depth_smoothness(b.depth, b.alpha)
+        return l1(a.rgb, b.rgb), smooth
 
     @torch.no_grad()
     def render_view(self, cameras: Cameras, t: float | None = None) -> RenderOutput:

@@ -279,3 +279,26 @@ def test_sparse_pipeline_trains_on_three_views_and_the_scene_folder_reads_back(t
     Eval(scene=out, device="cpu").main()
     again = json.loads((out / "metrics.json").read_text())
     assert again["num_views"] == 2 and again["psnr"] == pytest.approx(m["psnr"], abs=1e-4)
+
+
+def test_depth_smoothness_is_zero_on_a_facing_plane_scale_free_and_blind_to_silhouettes() -> None:
+    from pipelines.sparse_view.smoothness import depth_smoothness
+
+    ones = torch.ones(1, 16, 16, 1)
+    assert float(depth_smoothness(3.0 * ones, ones)) == 0.0
+    rough = 3.0 + torch.rand(1, 16, 16, 1, generator=torch.Generator().manual_seed(0))
+    value = float(depth_smoothness(rough, ones))
+    assert value > 0.05
+    assert float(depth_smoothness(10.0 * rough, ones)) == pytest.approx(value, rel=1e-5)
+    # an object on an empty background: the depth jump at its silhouette costs nothing
+    alpha = torch.zeros(1, 16, 16, 1)
+    alpha[:, 4:12, 4:12] = 1.0
+    assert float(depth_smoothness(3.0 * alpha, alpha)) == 0.0
+    # its gradient flattens a rough depth map
+    depth = rough.clone().requires_grad_(True)
+    opt = torch.optim.Adam([depth], lr=0.02)
+    for _ in range(50):
+        opt.zero_grad()
+        depth_smoothness(depth, ones).backward()
+        opt.step()
+    assert float(depth_smoothness(depth.detach(), ones)) < 0.5 * value
