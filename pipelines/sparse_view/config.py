@@ -36,6 +36,9 @@ class CoRegConfig:
     """Weight of the L1 difference between the two fields' renders of a pseudo view."""
     pseudo_start: int = 500
     """Add the pseudo-view term from this step (once the fields have a coarse shape)."""
+    orbit: bool = True
+    """When the training cameras orbit a common point, pseudo views move along the orbit between two cameras
+    rather than along the straight segment, which cuts towards the subject when the cameras are far apart."""
     pseudo_neighbours: int = 2
     """A pseudo view lies between a training camera and one of its this many nearest training cameras."""
     partner_seed: int = 1

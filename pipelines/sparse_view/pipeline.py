@@ -21,7 +21,7 @@ from pipelines.sparse_view import fields
 from pipelines.sparse_view.config import SparseViewConfig
 from pipelines.sparse_view.dropout import drop_gaussians
 from pipelines.sparse_view.priors import LearnedPriors
-from pipelines.sparse_view.pseudo_views import nearest_cameras, sample_pseudo_camera
+from pipelines.sparse_view.pseudo_views import nearest_cameras, orbit_pivot, sample_pseudo_camera
 from pipelines.sparse_view.silhouettes import AlphaTerm
 from pipelines.sparse_view.smoothness import depth_smoothness
 from pipelines.sparse_view.strategy import floater_votes
@@ -50,6 +50,7 @@ class SparseViewPipeline:
         self.scene_scale = scene_scale
         self._cameras: Cameras | None = None
         self._neighbours: list[list[int]] = []
+        self._pivot: torch.Tensor | None = None
         self.priors = LearnedPriors(cfg.priors)
         self.alpha = AlphaTerm(cfg.silhouette)
 
@@ -63,6 +64,7 @@ class SparseViewPipeline:
         between their cameras, and the depth prior (when configured) estimates the depth of their photos."""
         self._cameras = views.cameras
         self._neighbours = nearest_cameras(views.cameras, self.cfg.co_reg.pseudo_neighbours)
+        self._pivot = orbit_pivot(views.cameras) if self.cfg.co_reg.orbit else None
         self.priors.bind_views(views, self._neighbours)
         self.alpha.bind_views(views.scene, views.indices, views.width, views.height)
 
@@ -120,7 +122,7 @@ class SparseViewPipeline:
         """L1 between the two fields' renders of one pseudo view (CoR-GS) and the depth smoothness of both renders
         (RegNeRF); both fields get the gradient of each."""
         assert self._cameras is not None
-        camera = sample_pseudo_camera(self._cameras, self._neighbours)
+        camera = sample_pseudo_camera(self._cameras, self._neighbours, pivot=self._pivot)
         a, b = (render(g, camera, settings) for g in pair)
         smooth = depth_smoothness(a.depth, a.alpha) + depth_smoothness(b.depth, b.alpha)
         return l1(a.rgb, b.rgb), smooth

@@ -14,7 +14,12 @@ import torch
 from pipelines import PIPELINES
 from pipelines.sparse_view import fields
 from pipelines.sparse_view.config import PRESETS, SparseOptimConfig, with_steps
-from pipelines.sparse_view.pseudo_views import interpolate_poses, nearest_cameras, sample_pseudo_camera
+from pipelines.sparse_view.pseudo_views import (
+    interpolate_poses,
+    nearest_cameras,
+    orbit_pivot,
+    sample_pseudo_camera,
+)
 from pipelines.sparse_view.strategy import (
     SparseStrategyConfig,
     far_neighbour_pairs,
@@ -105,6 +110,35 @@ def test_pseudo_views_pass_through_the_input_cameras_at_the_ends() -> None:
     ring = _ring(10).T_world_cam
     halfway = interpolate_poses(ring[:1], ring[2:3], torch.full((1,), 0.5))[0]
     torch.testing.assert_close(halfway[:3, :3], ring[1, :3, :3], atol=1e-5, rtol=0)
+
+
+def test_pseudo_views_between_far_cameras_of_an_orbit_stay_on_the_orbit() -> None:
+    ring = _ring(3)  # 120° apart: their midpoint is halfway to the subject
+    pivot = orbit_pivot(ring)
+    assert pivot is not None
+    torch.testing.assert_close(pivot, torch.zeros(3), atol=1e-4, rtol=0)
+    mid = interpolate_poses(ring.T_world_cam[:1], ring.T_world_cam[1:2], torch.full((1,), 0.5), pivot)[0]
+    # as far from the subject as the cameras (on the great arc between them), as far from either camera, and
+    # looking at the subject
+    a, b = ring.centers[0], ring.centers[1]
+    assert float(mid[:3, 3].norm()) == pytest.approx(float(a.norm()), rel=1e-5)
+    assert float((mid[:3, 3] - a).norm()) == pytest.approx(float((mid[:3, 3] - b).norm()), rel=1e-5)
+    to_subject = torch.nn.functional.normalize(-mid[:3, 3], dim=0)
+    assert float(to_subject @ mid[:3, 2]) == pytest.approx(1.0, abs=1e-6)
+    R = mid[:3, :3]
+    torch.testing.assert_close(R @ R.T, torch.eye(3), atol=1e-5, rtol=0)
+    assert float(torch.linalg.det(R)) == pytest.approx(1.0, abs=1e-5)
+    straight = interpolate_poses(ring.T_world_cam[:1], ring.T_world_cam[1:2], torch.full((1,), 0.5))[0]
+    assert float(straight[:3, 3].norm()) < 0.6 * float(mid[:3, 3].norm())
+    # the ends are the cameras themselves
+    for s, end in ((0.0, 0), (1.0, 1)):
+        at = interpolate_poses(ring.T_world_cam[:1], ring.T_world_cam[1:2], torch.full((1,), s), pivot)[0]
+        torch.testing.assert_close(at, ring.T_world_cam[end], atol=1e-5, rtol=0)
+    # forward-facing cameras (parallel axes) orbit nothing
+    forward = ring.T_world_cam.clone()
+    forward[:, :3, :3] = ring.T_world_cam[0, :3, :3]
+    forward[:, :3, 3] = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [0.0, 1, 0]])
+    assert orbit_pivot(Cameras(forward, ring.Ks, ring.width, ring.height)) is None
 
 
 def test_a_sampled_pseudo_view_lies_between_a_camera_and_a_neighbour() -> None:
