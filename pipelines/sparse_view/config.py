@@ -66,12 +66,14 @@ class SparseViewConfig:
     silhouette: SilhouetteConfig = field(default_factory=SilhouetteConfig)
     """For photos with an alpha channel (object captures): visual-hull initial points and an alpha term."""
     co_reg: CoRegConfig = field(default_factory=CoRegConfig)
-    drop_rate: float = 0.0
+    drop_rate: float = 0.5
     """DropGaussian: each training render leaves out this share of each field's Gaussians at random (scaling the
-    others' opacities by 1 / (1 − rate); `pipelines.sparse_view.dropout`); 0: off."""
+    others' opacities by 1 / (1 − rate); `pipelines.sparse_view.dropout`); 0: off. Measured on the procedural
+    scene, k = 3, 1000 steps at 160×120: 0 → 19.28 dB, 0.1 → 19.38, 0.2 → 19.73, 0.35 → 19.78, 0.5 → 19.96."""
     depth_smoothness_weight: float = 0.0
     """Weight of the depth smoothness of both fields' pseudo-view renders (RegNeRF; `smoothness`), with
-    co-regularisation from `co_reg.pseudo_start`; 0: off."""
+    co-regularisation from `co_reg.pseudo_start`; 0: off. Off by default: at 0.3 it moved the bench's k = 3 scenes
+    by under 0.05 dB (procedural 19.92 vs 19.96 dB, lego 15.97 vs 15.94 dB at 1000 steps)."""
     opacity_weight: float = 0.01
     """Weight of the mean opacity (a sparsity prior: Gaussians the photos do not need fade and get pruned); 0: off."""
     scale_weight: float = 0.01
