@@ -102,18 +102,18 @@ def visual_hull_points(
     centre = look_at_point(cameras)
     half = cfg.hull_extent * float((cameras.centers - centre).norm(dim=-1).mean())
     stack = torch.stack([alphas[i] for i in indices])  # [C, H, W]
-    colours = torch.stack([_photo_rgb(scene.image_paths[i]) for i in indices])  # [C, H, W, 3]
+    background = scene.background or (0.0, 0.0, 0.0)
+    colours = torch.stack([_photo_rgb(scene.image_paths[i], background) for i in indices])  # [C, H, W, 3]
     H, W = stack.shape[1:]
     border = torch.cat([stack[:, 0], stack[:, -1], stack[:, :, 0], stack[:, :, -1]], dim=1)
-    framed = (
-        border.amax(dim=1) < cfg.threshold
-    )  # the object lies wholly inside this photo: outside it is empty
+    # photos the object lies wholly inside: outside their frame is empty
+    framed = border.amax(dim=1) < cfg.threshold
     generator = torch.Generator().manual_seed(seed)
     kept_points, kept_colours, total = [], [], 0
     for _ in range(50):
         points = centre + (torch.rand(max(4 * n, 10_000), 3, generator=generator) * 2 - 1) * half
         uv, z = _project(points, cameras)
-        px = uv.round().long()
+        px = uv.floor().long()  # pixel (i, j) covers [i, i + 1) × [j, j + 1)
         seen = (z > 0) & (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H)
         x, y = px[..., 0].clamp(0, W - 1), px[..., 1].clamp(0, H - 1)
         cam = torch.arange(len(indices))[:, None].expand_as(x)
@@ -136,14 +136,19 @@ def visual_hull_points(
     return torch.cat(kept_points)[:n], torch.cat(kept_colours)[:n]
 
 
-def _photo_rgb(path: Path | object) -> Float[Tensor, "H W 3"]:
+def _photo_rgb(path: Path | object, background: tuple[float, float, float]) -> Float[Tensor, "H W 3"]:
+    """A photo as RGB in [0, 1], composited onto the scene's background as training sees it."""
     image = np.asarray(iio.imread(path))
+    if image.ndim == 2:
+        image = image[..., None]
     scale = float(np.iinfo(image.dtype).max) if image.dtype.kind == "u" else 1.0
-    rgb = image[..., :3].astype(np.float32) / scale
-    if image.shape[-1] in (2, 4):  # composite onto white, as the object is shown on its background
+    has_alpha = image.shape[-1] in (2, 4)
+    colour = image[..., : image.shape[-1] - has_alpha].astype(np.float32) / scale
+    rgb = np.broadcast_to(colour, (*colour.shape[:2], 3)) if colour.shape[-1] == 1 else colour
+    if has_alpha:
         a = image[..., -1:].astype(np.float32) / scale
-        rgb = rgb * a + (1.0 - a)
-    return torch.from_numpy(np.ascontiguousarray(rgb))
+        rgb = rgb * a + np.asarray(background, dtype=np.float32) * (1.0 - a)
+    return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
 
 
 class AlphaTerm:
