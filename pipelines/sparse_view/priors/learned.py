@@ -34,14 +34,18 @@ class LearnedPriors:
         self.repaired = RepairedViews()
         self._cameras: Cameras | None = None
         self._neighbours: list[list[int]] = []
+        self._pivot: Tensor | None = None
 
-    def bind_views(self, views: ImageDataset, neighbours: list[list[int]]) -> None:
-        """The training views and each one's neighbours (pseudo views are drawn between them); called again when
-        the training resolution changes, which drops the repaired views (the next step repairs new ones)."""
+    def bind_views(
+        self, views: ImageDataset, neighbours: list[list[int]], pivot: Tensor | None = None
+    ) -> None:
+        """The training views and each one's neighbours (pseudo views are drawn between them, along the orbit
+        about `pivot` when given); called again when the training resolution changes, which drops the repaired
+        views (the next step repairs new ones)."""
         size = (views.width, views.height)
         if self._cameras is not None and (self._cameras.width, self._cameras.height) != size:
             self.repaired.clear()
-        self._cameras, self._neighbours = views.cameras, neighbours
+        self._cameras, self._neighbours, self._pivot = views.cameras, neighbours, pivot
         if self.depth is not None:
             self.depth.bind_views(views)
 
@@ -79,4 +83,4 @@ class LearnedPriors:
 
     def _pseudo_camera(self) -> Cameras:
         assert self._cameras is not None
-        return sample_pseudo_camera(self._cameras, self._neighbours)
+        return sample_pseudo_camera(self._cameras, self._neighbours, pivot=self._pivot)
