@@ -10,8 +10,10 @@ test views, in which case they become the test views.
 
 Initial points: a posed dataset without a point cloud (Blender scenes) gets points triangulated from the chosen
 training views at their known poses (`splat4d.data.triangulate`, cached in the scene's work folder, so a scene
-folder reads back with the same points), or none, so that training starts from random points, when fewer than
-`triangulation.min_points` triangulate (typically 3 views far apart, which share too few features).
+folder reads back with the same points). When fewer than `triangulation.min_points` triangulate (typically 3
+views far apart, which share too few features), photos with an alpha channel get random points carved to their
+visual hull (`silhouettes`; seeded, so a scene folder reads back with the same points), and others none, so that
+training starts from random points.
 """
 
 import dataclasses
