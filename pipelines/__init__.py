@@ -12,6 +12,7 @@ PIPELINES: dict[str, PipelineSpec] = {
         dynamic.PRESETS,
         dynamic.build,
         dynamic.with_steps,
+        dynamic.load_dynamic_scene,
     ),
     "sparse": PipelineSpec(
         "static scenes from 3 to 9 posed photos (co-regularised fields, unpooling; optional learned priors)",

@@ -4,6 +4,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from splat4d.data.config import DataConfig
+from splat4d.data.triangulate import TriangulationConfig
 from splat4d.initialization import Init4DConfig
 from splat4d.optim import Optim4DConfig
 from splat4d.strategy.density4d import Density4DConfig
@@ -21,6 +22,10 @@ class DynamicConfig:
     init: Init4DConfig = field(default_factory=Init4DConfig)
     strategy: Density4DConfig = field(default_factory=Density4DConfig)
     """Densification in space and time."""
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    """Initial points triangulated at the known poses from the training views of the first instant, when the
+    dataset has no point cloud (`mode`) and at least two cameras saw that instant (multi-view video;
+    `pipelines.dynamic.scene`)."""
     ssim_lambda: float = 0.2
     """Weight of the D-SSIM term in (1 − λ)·L1 + λ·(1 − SSIM)."""
     sh_degree_interval: int = 1000

@@ -27,7 +27,7 @@ from torch import Tensor
 from pipelines.sparse_view.silhouettes import SilhouetteConfig, photo_alphas, visual_hull_points
 from splat4d.data import detect_format, load_scene
 from splat4d.data.base import DatasetError, SceneData
-from splat4d.data.triangulate import TriangulationConfig, triangulate_views
+from splat4d.data.triangulate import with_triangulated_points
 
 UNPOSED_FORMATS = ("images", "video")
 """Inputs that would need structure from motion to get poses."""
@@ -116,22 +116,4 @@ def with_hull_points(scene: SceneData, cfg: SilhouetteConfig, n: int, seed: int)
         points=points.numpy(),
         point_colors=colours.numpy(),
         metadata={**scene.metadata, "hull_points": len(points)},
-    )
-
-
-def with_triangulated_points(scene: SceneData, cfg: TriangulationConfig, folder: Path) -> SceneData:
-    """`scene` with points triangulated from its training views at their poses (`splat4d.data.triangulate`), or
-    with none (so that training starts from random points) when fewer than `cfg.min_points` triangulate or there
-    is only one training view. `metadata["triangulated_points"]` says how many triangulated."""
-    if len(scene.train_indices) < 2:
-        found = None
-    else:
-        found = triangulate_views(scene, scene.train_indices, cfg, folder)
-    n = 0 if found is None else len(found.points)
-    keep = found is not None and n >= cfg.min_points
-    return dataclasses.replace(
-        scene,
-        points=found.points if keep else None,
-        point_colors=found.colors if keep else None,
-        metadata={**scene.metadata, "triangulated_points": n},
     )

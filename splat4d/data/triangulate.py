@@ -19,6 +19,7 @@ matches by construction. `pycolmap.triangulate_points` then builds tracks over a
 refines the points with every pose and camera constant.
 """
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -29,7 +30,7 @@ import pycolmap
 from jaxtyping import Float
 
 from splat4d.cameras import Cameras
-from splat4d.data.base import SceneData
+from splat4d.data.base import SceneData, VideoFrame
 from splat4d.data.dataset import ImageDataset
 from splat4d.data.undistort import fingerprint, quiet_colmap, replace_dir, stamp_matches
 
@@ -150,11 +151,17 @@ def epipolar_matches(
     return np.stack([rows[keep], best_b[keep]], axis=1).astype(np.uint32)
 
 
+def _image_fingerprint(image: Path | VideoFrame) -> list | None:
+    if isinstance(image, VideoFrame):
+        return [fingerprint(image.path), image.index]
+    return fingerprint(Path(image))
+
+
 def _cache_key(scene: SceneData, indices: list[int], cfg: TriangulationConfig) -> dict:
     cams = scene.cameras
     views = [
         {
-            "image": fingerprint(Path(scene.image_paths[i])),
+            "image": _image_fingerprint(scene.image_paths[i]),
             "K": np.round(cams.Ks[i].double().numpy(), 6).tolist(),
             "T_world_cam": np.round(cams.T_world_cam[i].double().numpy(), 6).tolist(),
         }
@@ -274,3 +281,21 @@ def triangulate_views(
     lengths = np.array([p.track.length() for p in points], np.int64)
     keep = (errors <= cfg.max_reprojection_error) & (lengths >= min(cfg.min_track_length, len(indices)))
     return TriangulatedPoints(xyz[keep], colors[keep], errors[keep], lengths[keep])
+
+
+def with_triangulated_points(
+    scene: SceneData, cfg: TriangulationConfig, folder: Path, indices: list[int] | None = None
+) -> SceneData:
+    """`scene` with points triangulated from the views `indices` (default: its training views) at their poses, or
+    with none (so that training starts from random points) when fewer than `cfg.min_points` triangulate or there
+    are fewer than 2 views. `metadata["triangulated_points"]` says how many triangulated."""
+    indices = scene.train_indices if indices is None else indices
+    found = triangulate_views(scene, indices, cfg, folder) if len(indices) >= 2 else None
+    n = 0 if found is None else len(found.points)
+    keep = found is not None and n >= cfg.min_points
+    return dataclasses.replace(
+        scene,
+        points=found.points if keep else None,
+        point_colors=found.colors if keep else None,
+        metadata={**scene.metadata, "triangulated_points": n},
+    )
