@@ -11,12 +11,13 @@ from splat4d.data.config import DataConfig
 from splat4d.reconstruct import Reconstruction, reconstruct
 
 
-def train_dynamic(data: Path, out: Path, steps: int, random_points: int) -> Reconstruction:
-    """The dynamic pipeline's `fast` preset squeezed to `steps`, on the CPU, without progress bars."""
+def train_dynamic(data: Path | DataConfig, out: Path, steps: int, random_points: int) -> Reconstruction:
+    """The dynamic pipeline's `fast` preset squeezed to `steps`, on the CPU, without progress bars, on the input
+    folder or file `data` (or that data configuration)."""
     cfg = with_steps(PRESETS["fast"], steps)
     cfg = dataclasses.replace(
         cfg,
-        data=DataConfig(path=data),
+        data=data if isinstance(data, DataConfig) else DataConfig(path=data),
         trainer=dataclasses.replace(cfg.trainer, progress=False),
         init=dataclasses.replace(cfg.init, random_points=random_points),
     )

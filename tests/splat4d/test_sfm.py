@@ -24,6 +24,7 @@ from splat4d.data.sfm import (
     select_frames,
 )
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
+from tests.pipelines.helpers import train_dynamic
 
 N_VIEWS = 12
 WIDTH, HEIGHT = 320, 240
@@ -236,6 +237,22 @@ def test_video_frames_are_kept_and_posed(video: Path, sample: Path, tmp_path: Pa
     written = frames[0].stat().st_mtime_ns
     again = read_video(cfg, tmp_path, progress=False)  # frames and SfM both come from the cache
     assert frames[0].stat().st_mtime_ns == written and again.image_paths == scene.image_paths
+
+
+def test_dynamic_pipeline_trains_on_a_video_file(video: Path, tmp_path: Path) -> None:
+    """One moving camera: frames kept from the video, posed by SfM, timed by their place in the video, trained as
+    4D Gaussians (`reconstruct VIDEO --pipeline dynamic`), and evaluated on every 8th posed frame."""
+    cfg = DataConfig(path=video, sfm=FAST_SFM, video=VideoConfig(fps=VIDEO_FPS, max_frames=VIDEO_FRAMES_KEPT))
+    result = train_dynamic(cfg, tmp_path / "out", steps=8, random_points=500)
+    times = result.scene.cameras.times
+    assert times is not None and float(times.min()) == 0.0 and float(times.max()) == 1.0
+    assert (
+        result.metrics["steps"] == 8
+        and result.metrics["split"] == "test"
+        and result.metrics["num_views"] >= 1
+    )
+    assert result.metrics["views"][0]["name"].startswith("frame_")
+    assert (tmp_path / "out" / "point_cloud.ply").is_file()
 
 
 def test_unreadable_video_is_named(tmp_path: Path) -> None:
