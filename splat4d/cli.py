@@ -111,6 +111,10 @@ class Reconstruct:
     stabilityai/stable-diffusion-2-1-base; they replace the preset's (which have none)."""
     strategy: Literal["preset", "default", "mcmc"] = "preset"
     """Densification: the preset's, 3DGS adaptive density control, or 3DGS-as-MCMC."""
+    set: tuple[str, ...] = ()
+    """Override any setting of the pipeline's config (after the preset and the flags above), as NAME=VALUE with
+    dotted names as in OUT/config.yaml, e.g. `--set co_reg.pseudo_weight=2 drop_rate=0.3 init.random_points=5000`
+    (sparse) or `--set temporal_opacity_weight=0` (dynamic); values are read as YAML (0.3, true, null, [1, 1, 1])."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     """How the input is read (path comes from INPUT)."""
@@ -130,6 +134,7 @@ class Reconstruct:
         import dataclasses
 
         from pipelines import PIPELINES
+        from splat4d.config_io import ConfigError, with_override
         from splat4d.reconstruct import reconstruct, resolve_device
         from splat4d.strategy import STRATEGIES
 
@@ -165,6 +170,12 @@ class Reconstruct:
             data=dataclasses.replace(self.data, path=self.input),
             trainer=dataclasses.replace(cfg.trainer, progress=self.progress),
         )
+        for assignment in self.set:
+            try:
+                cfg = with_override(cfg, assignment)
+            except ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
         device = resolve_device(self.device)
         live = None
         if self.viewer:
