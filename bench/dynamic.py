@@ -1,16 +1,18 @@
 """Dynamic scenes: train the dynamic pipeline (4D Gaussians, the "fast" preset's schedule stretched to STEPS) on
 the procedural dynamic sample, as multi-view video (10 fixed cameras on a 90° arc × 12 frames, the central camera
 held out, as N3DV's cam00; read as images with the sample's points, and as an N3DV folder of H.264 videos with no
-points) and as one moving camera (D-NeRF style, every 8th frame held out), and write the
-figures into bench/results/dynamic-<device>.json (format: ../shared/BENCH.md), keeping the hierarchy figures
-that bench/hierarchy.py writes there.
+points, so the pipeline triangulates the first frames) and as one moving camera (D-NeRF style images with known
+poses, and the same frames as one video posed by pycolmap; every 8th frame held out), and write the figures into
+bench/results/dynamic-<device>.json (format: ../shared/BENCH.md), keeping the hierarchy figures that
+bench/hierarchy.py writes there.
 
     python bench/dynamic.py --device cpu
     python bench/dynamic.py --device cpu --scenes monocular
 
-Figures: procedural_multiview_psnr, procedural_multiview_video_psnr, procedural_monocular_psnr (held-out views;
-target ≥ 27 dB on the CPU within 15 minutes of training), with their training seconds. Rows: SSIM, #Gaussians,
-render FPS of the test views.
+Figures: procedural_multiview_psnr, procedural_multiview_video_psnr, procedural_monocular_psnr,
+procedural_monocular_video_psnr (held-out views; target ≥ 27 dB on the CPU within 15 minutes of training), with
+their training seconds. Rows: SSIM, #Gaussians, render FPS of the test views; for the video, how many frames SfM
+registered and how far it put the camera centres from the truth.
 """
 
 import argparse
@@ -21,15 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
 import torch
 from common import RESULTS, device_name, write_results
 from rich.console import Console
 
 from pipelines import PIPELINES
-from splat4d.data.config import DataConfig, MultiviewVideoConfig
+from splat4d.data.config import DataConfig, MultiviewVideoConfig, VideoConfig
 from splat4d.data.dataset import ImageDataset
-from splat4d.data.n3dv_sample import write_n3dv_sample
+from splat4d.data.n3dv_sample import encode_video, write_n3dv_sample
+from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.synthetic import load_recipe, write_sample_scene
+from splat4d.geometry import similarity_residuals
 from splat4d.reconstruct import reconstruct, resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +57,13 @@ SCENES = {
 }
 N3DV = {"multiview_video": "multiview"}
 """Scenes read from an N3DV-layout re-encoding of another scene's sample (`splat4d.data.n3dv_sample`: one H.264
-video per camera, poses_bounds.npy, no point cloud, so training starts from random points), same held-out camera."""
+video per camera, poses_bounds.npy, no point cloud, so the pipeline triangulates the first frames at the known
+poses, `pipelines.dynamic.scene`), same held-out camera."""
+VIDEO = {"monocular_video": "monocular"}
+"""Scenes read from one H.264 video of another scene's frames in time order (the moving camera's film): frames
+kept at VIDEO_FPS (all of them), posed by pycolmap (`splat4d.data.sfm`), timed by their place in the video, every
+8th posed frame held out. The rows also give how far SfM put the camera centres from the truth."""
+VIDEO_FPS = 8.0
 
 
 STEPS = 2400
@@ -94,16 +105,36 @@ def _run(name: str, data: DataConfig, steps: int | None, device: torch.device, w
         "resolution": [result.scene.cameras.width, result.scene.cameras.height],
         "render_fps": round(_render_fps(result.pipeline, result.scene, device), 2),
     }
+    if name in VIDEO:
+        row["sfm_registered"] = len(result.scene.cameras)
+        row["sfm_centre_error_m_median"] = round(
+            _sfm_centre_error(result.scene, data.path.parent / f"{VIDEO[name]}-photos"), 3
+        )
     print(row, flush=True)
     return row
 
 
+def _sfm_centre_error(scene, sample: Path) -> float:
+    """Median distance (metres) of the SfM camera centres from the sample's after a similarity alignment; frame k
+    of the video is the sample's k-th view in time order."""
+    truth = read_nerfstudio(sample)
+    order = sorted(range(len(truth.cameras)), key=lambda i: float(truth.cameras.times[i]))
+    kept = [order[int(Path(p).stem.split("_")[1])] for p in scene.image_paths]
+    return float(similarity_residuals(scene.cameras.centers, truth.cameras.centers[kept]).median())
+
+
 def _data(name: str, recipe, work: Path) -> DataConfig:
     """Where scene `name` is read from: its sample (written once), or that sample as N3DV videos."""
-    base = N3DV.get(name, name)
+    base = N3DV.get(name) or VIDEO.get(name) or name
     photos = work / f"{base}-photos"
     if not photos.is_dir():
         write_sample_scene(dataclasses.replace(recipe, **SCENES[base]), photos, progress=False)
+    if name in VIDEO:
+        truth = read_nerfstudio(photos)
+        order = sorted(range(len(truth.cameras)), key=lambda i: float(truth.cameras.times[i]))
+        video = work / f"{name}.mp4"
+        encode_video(video, [iio.imread(truth.image_paths[i])[..., :3] for i in order], fps=round(VIDEO_FPS))
+        return DataConfig(path=video, video=VideoConfig(fps=VIDEO_FPS))
     if name not in N3DV:
         return DataConfig(path=photos)
     videos = write_n3dv_sample(photos, work / f"{name}-n3dv")
@@ -134,7 +165,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--scenes", nargs="+", default=[*SCENES, *N3DV], choices=[*SCENES, *N3DV])
+    every = [*SCENES, *N3DV, *VIDEO]
+    parser.add_argument("--scenes", nargs="+", default=every, choices=every)
     parser.add_argument(
         "--steps", type=int, default=STEPS, help="training steps (the fast preset's schedule scaled)"
     )

@@ -67,3 +67,17 @@ def rotmat_to_quat(R: Float[Tensor, "*B 3 3"]) -> Float[Tensor, "*B 4"]:
     q = torch.nn.functional.normalize(q, dim=-1)
     q = torch.where(q[:, :1] < 0, -q, q)
     return q.reshape(*R.shape[:-2], 4)
+
+
+def similarity_residuals(src: Float[Tensor, "N 3"], dst: Float[Tensor, "N 3"]) -> Float[Tensor, " N"]:
+    """Distance of each point of `src` from its partner in `dst` after the least-squares similarity transform
+    (rotation, uniform scale, translation; Umeyama 1991) that takes `src` onto `dst`: how far apart two point sets
+    are in shape, whatever their frames (e.g. camera centres from SfM against the true ones)."""
+    src, dst = src.double(), dst.double()
+    mu_src, mu_dst = src.mean(0), dst.mean(0)
+    S, D = src - mu_src, dst - mu_dst
+    U, sigma, Vt = torch.linalg.svd(D.T @ S / len(src))
+    E = torch.diag(torch.tensor([1.0, 1.0, float(torch.sign(torch.linalg.det(U @ Vt)))], dtype=src.dtype))
+    R = U @ E @ Vt  # a rotation, never a reflection
+    scale = torch.trace(torch.diag(sigma) @ E) / (S**2).sum(1).mean()
+    return torch.linalg.norm(scale * S @ R.T + mu_dst - dst, dim=1)

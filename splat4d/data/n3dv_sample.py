@@ -1,12 +1,14 @@
 """A multi-view dynamic sample (`write_sample_scene` with `layout="multiview"`) re-encoded as an N3DV / DyNeRF
 folder: one H.264 video per camera and `poses_bounds.npy` in LLFF axes, so that the multi-view video path (reader,
-lazy PyAV decoding, random initial points) is trained and scored against a scene with known ground truth.
+lazy PyAV decoding, initial points triangulated from the first frames) is trained and scored against a scene with
+known ground truth.
 
     out/
       cam00.mp4 ...       the sample's camXX_tNNNN.png frames of each camera, in time order
       poses_bounds.npy    one row per camera: LLFF 3x5 [R | t | hwf] and the near/far depth of the sample's points
 
-Like N3DV's own files, the folder has no point cloud: the dynamic pipeline starts from random points.
+Like N3DV's own files, the folder has no point cloud: the dynamic pipeline triangulates the training cameras' first
+frames at the known poses (`pipelines.dynamic.scene`).
 """
 
 import re

@@ -10,6 +10,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 from splat4d.data.base import DatasetError, SceneData
 from splat4d.data.config import DataConfig, SfmConfig, VideoConfig
@@ -24,6 +25,7 @@ from splat4d.data.sfm import (
     select_frames,
 )
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
+from splat4d.geometry import similarity_residuals
 from tests.pipelines.helpers import train_dynamic
 
 N_VIEWS = 12
@@ -40,24 +42,14 @@ VIDEO_FPS = 4.0
 VIDEO_FRAMES_KEPT = 10
 
 
-def _umeyama_error(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Per-point distance after the least-squares similarity transform taking src onto dst (Umeyama 1991)."""
-    mu_src, mu_dst = src.mean(0), dst.mean(0)
-    S, D = src - mu_src, dst - mu_dst
-    U, sigma, Vt = np.linalg.svd(D.T @ S / len(src))
-    E = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])  # a rotation, never a reflection
-    R = U @ E @ Vt
-    scale = np.trace(np.diag(sigma) @ E) / (S**2).sum(1).mean()
-    return np.linalg.norm(scale * (src - mu_src) @ R.T + mu_dst - dst, axis=1)
-
-
 def _centre_errors(scene: SceneData, reference: SceneData, names: list[str] | None = None) -> np.ndarray:
     """Distances (metres) between SfM and true camera centres after a similarity alignment."""
     truth = dict(
         zip([p.name for p in reference.image_paths], reference.cameras.centers.double().numpy(), strict=True)
     )
     names = names or [p.name for p in scene.image_paths]
-    return _umeyama_error(scene.cameras.centers.double().numpy(), np.stack([truth[n] for n in names]))
+    truth_centres = torch.as_tensor(np.stack([truth[n] for n in names]))
+    return similarity_residuals(scene.cameras.centers, truth_centres).numpy()
 
 
 @pytest.fixture(scope="module")
