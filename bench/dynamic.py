@@ -102,6 +102,7 @@ def _run(name: str, data: DataConfig, steps: int | None, device: torch.device, w
         "num_test_views": m["num_views"],
         "num_gaussians": m["num_gaussians"],
         "images": len(result.scene.cameras),
+        "initial_points": 0 if result.scene.points is None else len(result.scene.points),
         "resolution": [result.scene.cameras.width, result.scene.cameras.height],
         "render_fps": round(_render_fps(result.pipeline, result.scene, device), 2),
     }
