@@ -69,12 +69,13 @@ class SparseViewConfig:
     drop_rate: float = 0.5
     """DropGaussian: each training render leaves out this share of each field's Gaussians at random (scaling the
     others' opacities by 1 / (1 − rate); `pipelines.sparse_view.dropout`); 0: off. Measured on the procedural
-    scene, k = 3, 1000 steps at 160×120: 0 → 19.28 dB, 0.1 → 19.38, 0.2 → 19.73, 0.35 → 19.78, 0.5 → 19.96."""
+    scene, k = 3, 1000 steps at 160×120 (from 10k random points): 0 → 19.28 dB, 0.1 → 19.38, 0.2 → 19.73,
+    0.35 → 19.78, 0.5 → 19.96."""
     depth_smoothness_weight: float = 0.0
     """Weight of the depth smoothness of both fields' pseudo-view renders (RegNeRF; `smoothness`), with
-    co-regularisation from `co_reg.pseudo_start`; 0: off. Off by default: it did not help on the bench's k = 3 scenes at
-    1000 steps (procedural, 160×120: 0.3 → 19.92 dB vs 19.96 without; with orbit pseudo views 2.0 → 20.07 vs 20.13;
-    lego, 200×200: 0.3 → 15.97 vs 15.94)."""
+    co-regularisation from `co_reg.pseudo_start`; 0: off. Off by default: it did not help on the bench's k = 3
+    scenes at 1000 steps (from 10k random points; procedural, 160×120: 0.3 → 19.92 dB vs 19.96 without; with orbit
+    pseudo views 2.0 → 20.07 vs 20.13; lego, 200×200: 0.3 → 15.97 vs 15.94)."""
     opacity_weight: float = 0.01
     """Weight of the mean opacity (a sparsity prior: Gaussians the photos do not need fade and get pruned); 0: off."""
     scale_weight: float = 0.01
