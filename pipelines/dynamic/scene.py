@@ -12,21 +12,23 @@ starts from random points as before.
 
 from pathlib import Path
 
+from pipelines.dynamic.config import DynamicConfig
 from splat4d.data import load_scene
 from splat4d.data.base import SceneData
 from splat4d.data.triangulate import with_triangulated_points
 
 
 def first_instant_views(scene: SceneData) -> list[int]:
-    """The training views captured at the earliest capture time among them (all of them when there are no times)."""
+    """The training views captured at the earliest capture time among them (none when the views have no times:
+    the dynamic pipeline refuses such a scene)."""
     times = scene.cameras.times
-    if times is None:
-        return list(scene.train_indices)
+    if times is None or not scene.train_indices:
+        return []
     first = min(float(times[i]) for i in scene.train_indices)
     return [i for i in scene.train_indices if abs(float(times[i]) - first) < 1e-6]
 
 
-def load_dynamic_scene(cfg, workdir: Path) -> SceneData:
+def load_dynamic_scene(cfg: DynamicConfig, workdir: Path) -> SceneData:
     """`cfg.data`'s scene, with points triangulated from its first instant when `cfg.triangulation.mode` asks."""
     scene = load_scene(cfg.data, workdir)
     mode = cfg.triangulation.mode

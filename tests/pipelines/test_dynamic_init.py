@@ -88,3 +88,11 @@ def test_never_and_monocular_scenes_keep_random_initial_points(
     )  # one moving camera: one view per instant, nothing to triangulate
     assert "triangulated_points" not in scene.metadata and len(scene.points) == 50  # the dataset's own points
     assert not (tmp_path / "cache" / "triangulation").exists()
+
+
+def test_views_without_capture_times_have_no_first_instant(tmp_path: Path) -> None:
+    static = tmp_path / "static"
+    write_sample_scene(SampleConfig(n_views=4, width=32, height=24, n_points=20), static, progress=False)
+    assert (
+        first_instant_views(load_scene(DataConfig(path=static), tmp_path)) == []
+    )  # build refuses it with one line
