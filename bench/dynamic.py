@@ -115,11 +115,16 @@ def _run(name: str, data: DataConfig, steps: int | None, device: torch.device, w
     return row
 
 
+def _time_order(scene) -> list[int]:
+    """The views of a monocular sample in capture-time order: the frames of its video."""
+    return sorted(range(len(scene.cameras)), key=lambda i: float(scene.cameras.times[i]))
+
+
 def _sfm_centre_error(scene, sample: Path) -> float:
     """Median distance (metres) of the SfM camera centres from the sample's after a similarity alignment; frame k
     of the video is the sample's k-th view in time order."""
     truth = read_nerfstudio(sample)
-    order = sorted(range(len(truth.cameras)), key=lambda i: float(truth.cameras.times[i]))
+    order = _time_order(truth)
     kept = [order[int(Path(p).stem.split("_")[1])] for p in scene.image_paths]
     return float(similarity_residuals(scene.cameras.centers, truth.cameras.centers[kept]).median())
 
@@ -132,9 +137,9 @@ def _data(name: str, recipe, work: Path) -> DataConfig:
         write_sample_scene(dataclasses.replace(recipe, **SCENES[base]), photos, progress=False)
     if name in VIDEO:
         truth = read_nerfstudio(photos)
-        order = sorted(range(len(truth.cameras)), key=lambda i: float(truth.cameras.times[i]))
         video = work / f"{name}.mp4"
-        encode_video(video, [iio.imread(truth.image_paths[i])[..., :3] for i in order], fps=round(VIDEO_FPS))
+        frames = [iio.imread(truth.image_paths[i])[..., :3] for i in _time_order(truth)]
+        encode_video(video, frames, fps=round(VIDEO_FPS))
         return DataConfig(path=video, video=VideoConfig(fps=VIDEO_FPS))
     if name not in N3DV:
         return DataConfig(path=photos)
