@@ -196,7 +196,7 @@ class Trainer:
         start_step = self.step
         if self.step >= self.cfg.steps:
             return TrainResult(self.step, self.seconds, len(self.pipeline.gaussians))
-        with _progress(self.cfg.progress, self.console) as progress, _sigterm_as_interrupt():
+        with training_progress(self.cfg.progress, self.console) as progress, sigterm_as_interrupt():
             task = progress.add_task("training", total=self.cfg.steps, completed=self.step, stats="")
             t_session = time.perf_counter()
             seconds_before = self.seconds
@@ -236,7 +236,7 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 
 @contextmanager
-def _progress(enabled: bool, console: Console) -> Iterator[Progress]:
+def training_progress(enabled: bool, console: Console) -> Iterator[Progress]:
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -251,7 +251,7 @@ def _progress(enabled: bool, console: Console) -> Iterator[Progress]:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C while training, so `kill` leaves a checkpoint too (main thread only)."""
 
     def handler(signum: int, frame: Any) -> None:

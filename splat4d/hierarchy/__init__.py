@@ -6,6 +6,9 @@ one file per segment and streamed so that only the segments of the rendered time
     save_hierarchy(folder, hierarchy)                  # storage.py
     scene = HierarchicalScene(folder)                  # streaming.py (with cache.py)
     image = scene.render(cameras, t=0.42).rgb          # equals render(gaussians4d, cameras, t=0.42).rgb
+
+Training streams too (`splat4d.hierarchy.training.StreamedTrainer`, with `segment_store.py`): one root-to-leaf
+path of segments, with their Adam moments, is resident at a time, and `export` writes the folder above.
 """
 
 from splat4d.hierarchy.build import Hierarchy as Hierarchy
@@ -25,6 +28,7 @@ from splat4d.hierarchy.storage import load_hierarchy as load_hierarchy
 from splat4d.hierarchy.storage import read_manifest as read_manifest
 from splat4d.hierarchy.storage import read_segment as read_segment
 from splat4d.hierarchy.storage import save_hierarchy as save_hierarchy
+from splat4d.hierarchy.storage import write_segments as write_segments
 from splat4d.hierarchy.streaming import HierarchicalScene as HierarchicalScene
 from splat4d.hierarchy.tree import Segment as Segment
 from splat4d.hierarchy.tree import TimeTree as TimeTree

@@ -27,6 +27,7 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,13 +100,32 @@ def save_hierarchy(directory: Path, hierarchy: Hierarchy) -> Path:
     Returns:
         The manifest's path.
     """
+    items = ((s, g, hierarchy.primary_count(s)) for s, g in hierarchy.segments.items())
+    return write_segments(directory, hierarchy.tree, hierarchy.template, hierarchy.threshold, items)
+
+
+def write_segments(
+    directory: Path,
+    tree: TimeTree,
+    template: Gaussians4D,
+    threshold: float,
+    items: Iterable[tuple[Segment, Gaussians4D, int]],
+) -> Path:
+    """Write a hierarchy given one (segment, Gaussians, primary count) at a time, so that a hierarchy larger than
+    memory (streamed training, `splat4d.hierarchy.training`) is written holding one segment; empty segments are
+    skipped. `template` gives the parameter layout and time period, as `Hierarchy.template` does.
+
+    Returns:
+        The manifest's path.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     generation = secrets.token_hex(4)
-    tree = hierarchy.tree
     width = len(str(tree.num_leaves - 1))
     entries = []
-    for segment, gaussians in hierarchy.segments.items():
+    for segment, gaussians, primary in items:
+        if len(gaussians) == 0:
+            continue
         data = gaussians4d_to_ply_bytes(gaussians)
         name = f"L{segment.level:02d}_S{segment.index:0{width}d}_{generation}.ply"
         atomic_write_bytes(directory / name, data)
@@ -118,7 +138,7 @@ def save_hierarchy(directory: Path, hierarchy: Hierarchy) -> Path:
                 "end": end,
                 "file": name,
                 "count": len(gaussians),
-                "primary": hierarchy.primary_count(segment),
+                "primary": primary,
                 "bytes": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
@@ -128,11 +148,11 @@ def save_hierarchy(directory: Path, hierarchy: Hierarchy) -> Path:
         "format_version": FORMAT_VERSION,
         "depth": tree.depth,
         "branching": tree.branching,
-        "time_period": hierarchy.time_period,
-        "time_cull_threshold": hierarchy.threshold,
-        "num_gaussians": len(hierarchy),
-        "param_shapes": {k: list(v.shape[1:]) for k, v in hierarchy.template.params.items()},
-        "segments": entries,
+        "time_period": template.time_period,
+        "time_cull_threshold": threshold,
+        "num_gaussians": sum(e["primary"] for e in entries),
+        "param_shapes": {k: list(v.shape[1:]) for k, v in template.params.items()},
+        "segments": sorted(entries, key=lambda e: tree.canonical_index(Segment(e["level"], e["index"]))),
     }
     path = directory / MANIFEST_NAME
     atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")

@@ -116,6 +116,34 @@ class TimeTree:
         spans = self.branching ** (self.depth - levels)
         return levels, leaf_lo // spans, leaf_hi // spans
 
+    def deepest_on_path(
+        self, starts: Float[Tensor, " N"], ends: Float[Tensor, " N"], t: float
+    ) -> Int[Tensor, " N"]:
+        """For each interval [start, end], the deepest level whose segment on `path(t)` contains all of it (clamped
+        to [0, 1]; the root contains every interval). Empty intervals (start > end, or NaN) get the root.
+
+        This is where streamed training (`splat4d.hierarchy.training`) keeps a Gaussian of the path it is
+        training: moving one down to such a segment leaves every image unchanged (outside that segment its
+        temporal weight is below the cull threshold anyway), and moving one up is what lets a Gaussian whose
+        lifespan has grown be drawn over all of it.
+
+        Returns:
+            levels [N] int64 on the inputs' device.
+        """
+        if not math.isfinite(t):
+            raise ValueError(f"TimeTree.deepest_on_path: t must be finite, got {t}")
+        empty = ~(starts <= ends)
+        lo = torch.where(empty, torch.zeros_like(starts), starts).detach().to(torch.float64).clamp(0.0, 1.0)
+        hi = torch.where(empty, torch.ones_like(ends), ends).detach().to(torch.float64).clamp(0.0, 1.0)
+        leaf_lo, leaf_hi = self.leaf_indices(lo), self.leaf_indices(hi)
+        leaf = int(self.leaf_indices(torch.tensor([float(t)], dtype=torch.float64))[0])
+        levels = torch.zeros_like(leaf_lo)
+        for level in range(1, self.depth + 1):  # containment only gets harder deeper down: count the levels
+            span = self._span(level)
+            inside = (leaf_lo // span == leaf // span) & (leaf_hi // span == leaf // span)
+            levels += (inside & ~empty).to(torch.int64)
+        return levels
+
     def _span(self, level: int) -> int:
         """Number of leaves under one segment of `level`."""
         self._check_level(level)

@@ -77,13 +77,9 @@ class Density4DStrategy(Strategy):
         c = self.config
         if ctx.step >= c.refine_stop_iter:
             return
-        self._accumulate(len(gaussians), state, ctx.info)
+        self.accumulate(len(gaussians), state, ctx.info)
         if ctx.step > c.refine_start_iter and ctx.step % c.refine_every == 0:
-            grown = self._grow(gaussians, optimizers, state)
-            pruned = self._prune(gaussians, optimizers, state, ctx.step)
-            if c.verbose:
-                print(f"step {ctx.step}: +{grown} -{pruned} → {len(gaussians)} Gaussians")
-            state["grad2d"] = state["count"] = None
+            self.refine(gaussians, optimizers, state, ctx.step)
         if ctx.step > 0 and ctx.step % c.reset_every == 0:
             value = 2.0 * c.prune_opa
             limit = math.log(value / (1.0 - value))
@@ -93,7 +89,21 @@ class Density4DStrategy(Strategy):
                 lambda name, x: torch.zeros_like(x) if name == "opacity_logits" else x,
             )  # fmt: skip
 
-    def _accumulate(self, n: int, state: StrategyState, info: dict) -> None:
+    def refine(
+        self, gaussians: Gaussians4D, optimizers: Optimizers, state: StrategyState, step: int
+    ) -> tuple[int, int]:
+        """Grow and prune on the gradients accumulated since the last refinement, then start accumulating afresh
+        (what `step_post_backward` does every `refine_every` steps; a trainer with its own schedule, such as
+        `splat4d.hierarchy.training`, calls it directly). Returns (grown, pruned)."""
+        grown = self._grow(gaussians, optimizers, state)
+        pruned = self._prune(gaussians, optimizers, state, step)
+        if self.config.verbose:
+            print(f"step {step}: +{grown} -{pruned} → {len(gaussians)} Gaussians")
+        state["grad2d"] = state["count"] = None
+        return grown, pruned
+
+    def accumulate(self, n: int, state: StrategyState, info: dict) -> None:
+        """Add this step's image-plane gradients (of the render `info`, after backward) to the running means."""
         means2d = info["means2d"]
         if means2d.grad is None:
             raise ValueError(

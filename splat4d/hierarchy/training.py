@@ -1,0 +1,418 @@
+"""Streamed training of a temporal Gaussian hierarchy: memory stays flat as the video gets longer, because only
+the segments of one root-to-leaf path (and the views of one leaf) are resident at a time (Xu et al. 2024,
+"Representing Long Volumetric Video with Temporal Gaussian Hierarchy", §3: "nearly constant GPU memory usage
+during the training or rendering regardless of the video length").
+
+The model. The scene at time t is the concatenation of the segments on `path(t)`, exactly what
+`HierarchicalScene` renders; every stored Gaussian is its own parameter and is drawn only at times inside its
+segment. A Gaussian lives in the deepest segment of the path being trained that contains its whole lifespan
+(`TimeTree.deepest_on_path`; the containment rule, so there are no copies to keep in step). It is re-homed after
+every visit: down when its lifespan has shrunk into a smaller segment (no image changes: outside that segment it
+was culled anyway), up when its lifespan has outgrown its segment (it is then drawn over all of it).
+
+The schedule. A *visit* trains `steps_per_visit` steps on the path of one leaf, each step on a training view whose
+time lies in that leaf (`ViewSource`). A *sweep* visits every leaf that has views, in time order, alternating
+direction from one sweep to the next, so consecutive visits share all but the deepest segments and a cache of one
+path reads each segment once per sweep. Per visit: the path's segment states (parameters and Adam moments,
+`SegmentStore`) are concatenated into one `Gaussians4D` with one Adam per parameter, trained with the dynamic
+pipeline's loss (`pipelines.dynamic.pipeline.DynamicPipeline`: photometric + temporal-opacity + motion
+smoothness), densified at the end of the visit with `Density4DStrategy.refine` on the gradients of that visit
+whenever the visit has crossed a multiple of the strategy's `refine_every` steps (children stay on the path
+and are re-homed like everyone else), and split back into segments. The means' learning rate and the SH degree
+follow the global step. There are no opacity resets: a reset would only reach the
+segments of one path.
+
+Initialisation (`seed_segments`): the initial points are shared out over the levels, each segment of level l
+getting its own random `points_per_path / (depth + 1)` of them at its centre, with a lifespan just inside the
+segment (the root's copies are static: they live over the whole video). A path therefore starts with about
+`points_per_path` Gaussians, however long the video.
+
+Checkpoints: `SegmentStore.commit` every `checkpoint_every` visits and on Ctrl-C / SIGTERM; a rerun continues
+from the last commit exactly (parameters, moments, position in the schedule, step, both RNGs).
+"""
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Float
+from rich.console import Console
+from torch import Tensor
+
+from splat4d.data.dataset import Batch
+from splat4d.gaussians import Gaussians4D
+from splat4d.hierarchy.lifespan import DEFAULT_THRESHOLD, lifespan_factor, lifespans
+from splat4d.hierarchy.segment_store import MOMENTS, SegmentState, SegmentStore
+from splat4d.hierarchy.storage import write_segments
+from splat4d.hierarchy.tree import Segment, TimeTree
+from splat4d.optim import Optim4DConfig, build_optimizers, set_lr
+from splat4d.strategy import StepContext
+from splat4d.strategy.density4d import Density4DConfig, Density4DStrategy
+from splat4d.trainer import TrainingInterrupted, sigterm_as_interrupt, training_progress
+
+INSIDE = 0.98
+"""Initial half-lifespan of a segment's Gaussians as a fraction of half the segment: just inside it."""
+STATIC_LOG_SCALE_T = math.log(10.0)
+"""Initial temporal log-scale of the root's Gaussians: σ_t = 10 video lengths, i.e. static."""
+
+
+@dataclass
+class HierarchyTrainConfig:
+    """Streamed training of a temporal Gaussian hierarchy (`splat4d.hierarchy.training`)."""
+
+    depth: int = 3
+    """Levels below the root: a leaf spans 1 / 2^depth of the video. Pick it so a leaf holds a few frames; add one
+    level each time the video doubles in length."""
+    sweeps: int = 4
+    """Passes over all leaves."""
+    steps_per_visit: int = 50
+    """Training steps on one leaf's path per visit (densification runs at the end of a visit that crosses a
+    multiple of the strategy's `refine_every`, on that visit's gradients)."""
+    points_per_path: int = 10_000
+    """Initial Gaussians on any one path (shared out over its depth + 1 segments)."""
+    checkpoint_every: int = 8
+    """Commit the store every this many visits (and at the end and on Ctrl-C)."""
+    seed: int = 0
+    progress: bool = True
+
+    @property
+    def tree(self) -> TimeTree:
+        return TimeTree(self.depth)
+
+
+@runtime_checkable
+class ViewSource(Protocol):
+    """The training views of a video, loaded a leaf at a time."""
+
+    def times(self) -> Float[Tensor, " V"]:
+        """Capture time of every training view, normalised to [0, 1]."""
+        ...
+
+    def load(self, ids: list[int]) -> Sequence[Batch]:
+        """The views `ids` (positions in `times()`), as batches; released when the visit ends."""
+        ...
+
+
+@runtime_checkable
+class StepLoss(Protocol):
+    """What a visit trains with: `pipelines.dynamic.pipeline.DynamicPipeline` (built around the path's scene)."""
+
+    def train_step(self, batch: Batch, step: int) -> Any: ...
+
+
+@dataclass
+class StreamedResult:
+    step: int
+    seconds: float
+    num_gaussians: int
+    """Gaussians stored in all segments."""
+    resident_gaussians_max: int
+    """Most Gaussians trained at once (one path)."""
+    segments_read: int
+    segments_written: int
+
+
+@torch.no_grad()
+def seed_segments(
+    base: Gaussians4D, tree: TimeTree, points_per_path: int, seed: int = 0
+) -> dict[Segment, Gaussians4D]:
+    """Initial Gaussians of every segment: a random `points_per_path / (depth + 1)` of `base`'s Gaussians (one per
+    initial point; their times are replaced) per segment, at the segment's centre with a lifespan just inside it;
+    the root's are static. See the module docstring."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(base)
+    per_segment = min(n, max(1, math.ceil(points_per_path / (tree.depth + 1))))
+    k = lifespan_factor(DEFAULT_THRESHOLD)
+    out = {}
+    for segment in tree.segments():
+        ids = torch.randperm(n, generator=generator)[:per_segment].to(base.means4.device)
+        params = {name: p.detach()[ids].clone() for name, p in base.params.items()}
+        start, end = tree.bounds(segment)
+        params["means4"][:, 3] = 0.5 * (start + end)
+        if segment.level == 0:
+            params["log_scales4"][:, 3] = STATIC_LOG_SCALE_T
+        else:
+            params["log_scales4"][:, 3] = math.log(INSIDE * 0.5 * (end - start) / k)
+        out[segment] = Gaussians4D(params, base.time_period)
+    return out
+
+
+class StreamedTrainer:
+    """Trains the hierarchy in `work_dir` (its `SegmentStore`) on `views`, one path at a time.
+
+    Args:
+        cfg: streamed-training settings.
+        make_loss: builds the per-visit loss around the path's scene (`DynamicPipeline(dcfg, scene, background)`).
+        views: the training views.
+        work_dir: the store's folder; a committed state there is resumed.
+        initial: the initial Gaussians (one per point; `seed_segments` places them), built only on a fresh start.
+        scene_scale: scene extent, for the means' learning rate and densification thresholds.
+        optim: learning rates; strategy: densification (its `refine_start_iter` / `refine_stop_iter` are global
+            steps; refinement happens at the end of a visit that crosses a multiple of `refine_every`; no resets).
+    """
+
+    def __init__(
+        self,
+        cfg: HierarchyTrainConfig,
+        make_loss: Callable[[Gaussians4D], StepLoss],
+        views: ViewSource,
+        work_dir: Path,
+        initial: Callable[[], Gaussians4D],
+        scene_scale: float,
+        optim: Optim4DConfig | None = None,
+        strategy: Density4DConfig | None = None,
+        device: torch.device | str = "cpu",
+        console: Console | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.tree = cfg.tree
+        self.make_loss = make_loss
+        self.views = views
+        self.work_dir = Path(work_dir)
+        self.initial = initial
+        self.scene_scale = scene_scale
+        self.optim = optim or Optim4DConfig()
+        self.strategy_cfg = strategy
+        self.device = torch.device(device)
+        self.console = console or Console()
+        self.leaf_views = self._views_per_leaf()
+        self.schedule = self._schedule()
+        self.total_steps = len(self.schedule) * cfg.steps_per_visit
+        self.store: SegmentStore | None = None
+        self.template: Gaussians4D | None = None
+        self.visit = 0
+        self.step = 0
+        self.seconds = 0.0
+        self.resident_max = 0
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        """Draws the view of each step (its state is checkpointed)."""
+        self._putting = False
+
+    # -- schedule ---------------------------------------------------------------------------------------------
+    def _views_per_leaf(self) -> dict[int, list[int]]:
+        leaves = self.tree.leaf_indices(self.views.times()).tolist()
+        out: dict[int, list[int]] = {}
+        for view, leaf in enumerate(leaves):
+            out.setdefault(leaf, []).append(view)
+        if not out:
+            raise ValueError("StreamedTrainer: no training views")
+        return dict(sorted(out.items()))
+
+    def _schedule(self) -> list[int]:
+        """The leaf of every visit: all leaves with views, in time order, reversed on odd sweeps."""
+        leaves = list(self.leaf_views)
+        return [leaf for s in range(self.cfg.sweeps) for leaf in (leaves if s % 2 == 0 else leaves[::-1])]
+
+    def leaf_time(self, leaf: int) -> float:
+        return (leaf + 0.5) / self.tree.num_leaves
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def _open_store(self) -> bool:
+        """Open the store, seeding it on a fresh start; returns whether a committed state was resumed."""
+        template = self.initial() if not (self.work_dir / "state.pt").is_file() else None
+        if template is None:
+            meta = torch.load(self.work_dir / "state.pt", map_location="cpu", weights_only=True)
+            layout = {k: (tuple(shape), _dtype(dtype)) for k, (shape, dtype) in meta["layout"].items()}
+            time_period = float(meta["time_period"])
+        else:
+            layout = {}
+            for name, p in template.params.items():
+                layout[name] = (tuple(p.shape[1:]), p.dtype)
+                for moment in MOMENTS:
+                    layout[f"{moment}/{name}"] = (tuple(p.shape[1:]), p.dtype)
+            time_period = template.time_period
+        names = [k for k in layout if "/" not in k]
+        self.template = Gaussians4D({k: torch.zeros(0, *layout[k][0]) for k in names}, time_period)
+        self.store = SegmentStore(self.work_dir, self.tree, layout, self.tree.depth + 1, self.device)
+        self._layout_record = {k: (list(shape), str(dtype)) for k, (shape, dtype) in layout.items()}
+        if template is None:
+            extra = self.store.restore()
+            self.visit, self.step, self.seconds = (
+                int(extra["visit"]),
+                int(extra["step"]),
+                float(extra["seconds"]),
+            )
+            self.resident_max = int(extra["resident_max"])
+            self.generator.set_state(extra["view_rng"])
+            torch.set_rng_state(extra["torch_rng"])
+            return True
+        seeded = seed_segments(template, self.tree, self.cfg.points_per_path, self.cfg.seed)
+        for segment, gaussians in seeded.items():
+            self.store.put(segment, _with_zero_moments(gaussians, self.device))
+        self.commit()
+        return False
+
+    def commit(self) -> None:
+        assert self.store is not None
+        self.store.commit(
+            {
+                "layout": self._layout_record,
+                "time_period": self.template.time_period,
+                "visit": self.visit,
+                "step": self.step,
+                "seconds": self.seconds,
+                "resident_max": self.resident_max,
+                "view_rng": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+        )
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def train(self, max_visits: int | None = None) -> StreamedResult:
+        """Run the schedule to its end (or `max_visits` more visits), resuming a committed state in `work_dir`."""
+        torch.manual_seed(self.cfg.seed)
+        if self._open_store():
+            self.console.print(f"resuming streamed training at visit {self.visit} of {len(self.schedule)}")
+        stop = len(self.schedule) if max_visits is None else min(len(self.schedule), self.visit + max_visits)
+        with training_progress(self.cfg.progress, self.console) as progress, sigterm_as_interrupt():
+            task = progress.add_task("training", total=self.total_steps, completed=self.step, stats="")
+            t_session, seconds_before = time.perf_counter(), self.seconds
+            before = (self.step, self.generator.get_state(), torch.get_rng_state())
+            try:
+                while self.visit < stop:
+                    before = (self.step, self.generator.get_state(), torch.get_rng_state())
+                    logs = self._visit(self.schedule[self.visit])
+                    self.visit += 1
+                    self.seconds = seconds_before + time.perf_counter() - t_session
+                    progress.update(task, completed=self.step, stats=logs)
+                    if self.visit % self.cfg.checkpoint_every == 0:
+                        self.commit()
+            except KeyboardInterrupt as exc:
+                if not self._putting:
+                    # The store still holds the state from before the interrupted visit: commit that, with the
+                    # step and RNGs of then, so the visit is redone exactly on resume.
+                    self.step, view_rng, torch_rng = before
+                    self.generator.set_state(view_rng)
+                    torch.set_rng_state(torch_rng)
+                    self.commit()
+                # (interrupted while putting a visit's segments back: the last commit stands)
+                raise TrainingInterrupted(self.step, self.store.state_path) from exc
+        self.commit()
+        return self.result()
+
+    def result(self) -> StreamedResult:
+        assert self.store is not None
+        return StreamedResult(
+            self.step, self.seconds, len(self.store), self.resident_max, self.store.reads, self.store.writes
+        )
+
+    def _visit(self, leaf: int) -> str:
+        """Train `steps_per_visit` steps on `leaf`'s path; returns a progress line."""
+        assert self.store is not None
+        t = self.leaf_time(leaf)
+        path = self.tree.path(t)
+        states = [self.store.get(s) for s in path]
+        scene, optimizers = self._assemble(states)
+        self.resident_max = max(self.resident_max, len(scene))
+        loss_fn = self.make_loss(scene)
+        strategy = Density4DStrategy(self._strategy_config())
+        strategy_state = strategy.init_state(self.scene_scale)
+        ids = self.leaf_views[leaf]
+        batches = self.views.load(ids)
+        step0, loss, psnr = self.step, 0.0, float("nan")
+        for _ in range(self.cfg.steps_per_visit):
+            lr = self.optim.means_lr_at(self.step, self.total_steps, self.scene_scale)
+            set_lr(optimizers["means4"], lr)
+            batch = batches[int(torch.randint(len(batches), (1,), generator=self.generator))]
+            result = loss_fn.train_step(batch, self.step)
+            ctx = StepContext(step=self.step, info=result.info, lr_means=lr)
+            strategy.step_pre_backward(scene, optimizers, strategy_state, ctx)
+            result.loss.backward()
+            for opt in optimizers.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            strategy.accumulate(len(scene), strategy_state, result.info)
+            loss, psnr = float(result.loss.detach()), result.logs.get("psnr", psnr)
+            self.step += 1
+        c, every = strategy.config, self._refine_every()
+        if (
+            c.refine_start_iter <= step0
+            and self.step <= c.refine_stop_iter
+            and self.step // every > step0 // every
+        ):
+            strategy.refine(scene, optimizers, strategy_state, self.step)
+        self.resident_max = max(self.resident_max, len(scene))
+        self.put_back(path, scene, optimizers, t)
+        return f"visit {self.visit + 1}/{len(self.schedule)}  loss {loss:.4f}  psnr {psnr:5.2f}  #G path {len(scene):,}"
+
+    def _refine_every(self) -> int:
+        return max(1, (self.strategy_cfg or Density4DConfig()).refine_every)
+
+    def _strategy_config(self) -> Density4DConfig:
+        """The densification config with its own schedule switched off: `_visit` refines, and never resets."""
+        base = self.strategy_cfg or Density4DConfig()
+        return dataclasses.replace(base, refine_every=self.total_steps + 1, reset_every=self.total_steps + 1)
+
+    def _assemble(self, states: list[SegmentState]) -> tuple[Gaussians4D, dict[str, torch.optim.Optimizer]]:
+        """One scene of the path's Gaussians, root first, with one Adam per parameter holding their moments."""
+        assert self.template is not None
+        names = list(self.template.params)
+        scene = Gaussians4D({k: torch.cat([s[k] for s in states]) for k in names}, self.template.time_period)
+        scene = scene.to(self.device)
+        optimizers = build_optimizers(scene.params, self.optim, self.scene_scale)
+        step = torch.tensor(float(self.step))
+        for name, opt in optimizers.items():
+            param = scene.params[name]
+            opt.state[param] = {"step": step.clone()} | {
+                m: torch.cat([s[f"{m}/{name}"] for s in states]).to(self.device) for m in MOMENTS
+            }
+        return scene, optimizers
+
+    @torch.no_grad()
+    def put_back(
+        self, path: list[Segment], scene: Gaussians4D, optimizers: dict[str, torch.optim.Optimizer], t: float
+    ) -> None:
+        """Re-home every Gaussian of `scene` (the Gaussians of `path`, the path of time t) into the deepest segment
+        of the path that contains its lifespan, and put each segment's share, parameters with their Adam moments,
+        back in the store (module docstring)."""
+        assert self.store is not None
+        starts, ends = lifespans(scene)
+        levels = self.tree.deepest_on_path(starts, ends, t).to(scene.means4.device)
+        tensors = {}
+        for name, param in scene.params.items():
+            tensors[name] = param.detach()
+            state = optimizers[name].state.get(param, {})
+            for m in MOMENTS:
+                tensors[f"{m}/{name}"] = state[m] if m in state else torch.zeros_like(param)
+        shares = [(s, {k: v[levels == s.level].clone() for k, v in tensors.items()}) for s in path]
+        self._putting = True  # the puts below change the store segment by segment: not a state to commit
+        for segment, state in shares:
+            self.store.put(segment, state)
+        self._putting = False
+
+    # -- output -----------------------------------------------------------------------------------------------
+    def export(self, directory: Path) -> Path:
+        """Write the trained hierarchy as a `splat4d.hierarchy` folder (one segment in memory at a time), which
+        `HierarchicalScene` and `splat4d view` stream. Returns the manifest's path."""
+        if self.store is None:
+            self._open_store()
+        assert self.store is not None and self.template is not None
+        names = list(self.template.params)
+
+        def items():
+            for segment, state in self.store.states():
+                g = Gaussians4D({k: state[k].detach().cpu() for k in names}, self.template.time_period)
+                yield segment, g, len(g)
+
+        return write_segments(Path(directory), self.tree, self.template, DEFAULT_THRESHOLD, items())
+
+
+def _with_zero_moments(gaussians: Gaussians4D, device: torch.device) -> SegmentState:
+    state = {}
+    for name, p in gaussians.params.items():
+        state[name] = p.detach().to(device)
+        for m in MOMENTS:
+            state[f"{m}/{name}"] = torch.zeros_like(state[name])
+    return state
+
+
+def _dtype(name: str) -> torch.dtype:
+    value = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r} in a streamed-training state")
+    return value
