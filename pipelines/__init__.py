@@ -1,6 +1,6 @@
 """Reconstruction methods: each is a preset config plus a `Pipeline` the shared trainer drives."""
 
-from pipelines import dynamic, sparse_view, static
+from pipelines import dynamic, long_video, sparse_view, static
 from splat4d.pipeline import PipelineSpec
 
 PIPELINES: dict[str, PipelineSpec] = {
@@ -13,6 +13,15 @@ PIPELINES: dict[str, PipelineSpec] = {
         dynamic.build,
         dynamic.with_steps,
         dynamic.load_dynamic_scene,
+    ),
+    "long": PipelineSpec(
+        "long videos: 4D Gaussians trained streamed through a temporal hierarchy, memory flat in the length",
+        long_video.PRESETS,
+        None,
+        dynamic.with_steps,
+        dynamic.load_dynamic_scene,
+        train=long_video.train,
+        load=long_video.load,
     ),
     "sparse": PipelineSpec(
         "static scenes from 3 to 9 posed photos (co-regularised fields, unpooling; optional learned priors)",

@@ -93,9 +93,11 @@ class Reconstruct:
     """Photos folder, video file, or dataset folder."""
     out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("scene")
     """Output scene folder."""
-    pipeline: Literal["static", "dynamic", "sparse"] = "static"
-    """Reconstruction method: static (3DGS), dynamic (4D Gaussians; every image needs a capture time) or sparse
-    (3 to 9 posed photos; co-regularised fields, optional learned priors: --priors.*)."""
+    pipeline: Literal["static", "dynamic", "long", "sparse"] = "static"
+    """Reconstruction method: static (3DGS), dynamic (4D Gaussians; every image needs a capture time), long (the
+    dynamic model trained streamed through a temporal hierarchy, memory flat in the video's length; OUT gets
+    store/ and hierarchy/ instead of checkpoints/ and point_cloud.ply) or sparse (3 to 9 posed photos;
+    co-regularised fields, optional learned priors: --priors.*)."""
     preset: Literal["fast", "mesh", "default", "quality"] = "default"
     """fast: minutes on a CPU (static 1.2k steps, dynamic 2k, sparse 1k); mesh (static only): fast plus
     depth-normal consistency and flattening, for `splat4d export mesh`; default: 30k steps (sparse 10k); quality

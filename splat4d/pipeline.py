@@ -68,3 +68,10 @@ class PipelineSpec(NamedTuple):
     """Optional `load_scene(cfg, workdir) -> SceneData`, used instead of `splat4d.data.load_scene(cfg.data,
     workdir)` by both `reconstruct` and `load_trained` (so a scene folder is read back as it was trained): for a
     method that refuses some inputs before they are read, or trains on a subset of the views."""
+    train: Any = None
+    """Optional `train(cfg, scene, out, device, console) -> (pipeline, figures)`, used by `reconstruct` instead of
+    `build` and the shared trainer, for a method that trains its own way (the long-video pipeline streams a
+    temporal hierarchy); `figures` (steps, train_seconds, ...) go into metrics.json."""
+    load: Any = None
+    """With `train`: `load(cfg, scene, out, device) -> (pipeline, step)` reads a trained scene folder back, used by
+    `load_trained` instead of `build` and the newest checkpoint."""

@@ -149,6 +149,11 @@ def reconstruct(
     """
     console = console or Console()
     out = Path(out)
+    if spec.train is not None and (on_built is not None or callbacks):
+        raise SceneFolderError(
+            f"pipeline {pipeline_name} trains its own way, which the live viewer cannot follow: drop --viewer and "
+            f"run `splat4d view {out}` when it is done"
+        )
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=Path(cfg.data.path).resolve()))
     if not cfg.data.path.exists():
         raise DatasetError(f"{cfg.data.path}: does not exist")
@@ -160,6 +165,12 @@ def reconstruct(
         f"{0 if scene.points is None else len(scene.points)} initial points"
     )
     write_cameras_json(out / "cameras.json", scene)
+    if spec.train is not None:  # a method with its own training loop
+        if not resuming:
+            console.print(f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {device}")
+        pipeline, figures = spec.train(cfg, scene, out, device, console)
+        metrics = evaluate_scene(pipeline, scene, cfg, out, device, extra=figures)
+        return Reconstruction(pipeline, scene, metrics)
     train_data = ImageDataset(scene, scene.train_indices, cfg.data.downscale, device)
     pipeline = spec.build(cfg, scene, device)
     if on_built is not None:
@@ -207,6 +218,15 @@ class TrainedScene:
     pipeline: Pipeline
     step: int
 
+    def refuse_streamed(self, out: Path, what: str) -> None:
+        """Exit with a one-line error when the scene is streamed (the long pipeline's hierarchy): `what` (an
+        export) needs every Gaussian at once, which a streamed scene never holds."""
+        if getattr(self.pipeline, "stream", None) is not None:
+            raise SystemExit(
+                f"error: {out}: a {self.pipeline_name} scene is a temporal hierarchy streamed from "
+                f"{Path(out) / 'hierarchy'}; {what} needs the whole scene in memory (view it, or export video)"
+            )
+
 
 def load_trained(out: Path, pipelines: dict[str, PipelineSpec], device: torch.device) -> TrainedScene:
     """Rebuild the pipeline of scene folder `out` with the parameters of its newest checkpoint."""
@@ -222,6 +242,10 @@ def load_trained(out: Path, pipelines: dict[str, PipelineSpec], device: torch.de
         raise SceneFolderError(f"{config_path}: unknown pipeline {name!r}")
     spec = pipelines[name]
     cfg = from_dict(type(next(iter(spec.presets.values()))), record["config"], str(config_path))
+    if spec.load is not None:
+        scene = _load_scene(spec, cfg, out / "cache")
+        pipeline, step = spec.load(cfg, scene, out, device)
+        return TrainedScene(name, preset, cfg, scene, pipeline, step)
     checkpoint = latest_checkpoint(out / "checkpoints")
     if checkpoint is None:
         raise SceneFolderError(f"{out}: no checkpoint yet; train it with `splat4d reconstruct` first")

@@ -138,4 +138,6 @@ def load_view_scene(path: Path, pipelines: Mapping[str, Any], device: torch.devi
     trained = load_trained(path, dict(pipelines), device)
     pipeline = trained.pipeline
     cameras = trained.scene.cameras[torch.tensor(trained.scene.train_indices)]
-    return ViewedScene(pipeline.gaussians, pipeline.settings(), cameras, trained.step)
+    # A streamed pipeline (the long pipeline's) has a `stream`: the viewer then loads the segments of each time.
+    stream = getattr(pipeline, "stream", None)
+    return ViewedScene(pipeline.gaussians, pipeline.settings(), cameras, trained.step, stream=stream)

@@ -62,6 +62,7 @@ class HierarchyExport:
                     f"error: {out} holds files that are not a splat4d hierarchy; not replacing it"
                 )
         trained = load_trained(self.scene, dict(pipelines), torch.device("cpu"))
+        trained.refuse_streamed(self.scene, "export hierarchy")
         gaussians = trained.pipeline.gaussians
         if not isinstance(gaussians, Gaussians4D):
             raise SystemExit(

@@ -99,6 +99,7 @@ class MeshExport:
             trained = load_trained(self.scene, pipelines, device)
         except SceneFolderError as exc:
             raise SystemExit(f"error: {exc}") from None
+        trained.refuse_streamed(self.scene, "export mesh")
         scene = trained.scene
         indices = scene.train_indices or list(range(len(scene.cameras)))
         mesh = extract_mesh(trained.pipeline, scene.subset(indices).to(device), self)

@@ -121,6 +121,7 @@ class PlyExport:
         from splat4d.reconstruct import load_trained
 
         trained = load_trained(self.scene, dict(pipelines), torch.device("cpu"))
+        trained.refuse_streamed(self.scene, "export ply")
         return export_splats(
             trained.pipeline.gaussians, self.output_path(), self.format, self.times, self.overwrite
         )
