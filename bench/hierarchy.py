@@ -150,13 +150,13 @@ def frame_times(clips: int) -> list[float]:
 # ------------------------------------------------------------------------------------- one case, measured -----
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Hand freed heap memory back to the OS (glibc), so it cannot silently serve the measured case."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _reset_peak(device: torch.device) -> tuple[str, int]:
+def reset_peak(device: torch.device) -> tuple[str, int]:
     """Start a peak measurement; returns (method, baseline bytes)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -171,7 +171,7 @@ def _reset_peak(device: torch.device) -> tuple[str, int]:
         return "ru_maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _peak(device: torch.device, method: str) -> int:
+def peak(device: torch.device, method: str) -> int:
     if method == "cuda_max_memory_allocated":
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device)
@@ -196,8 +196,8 @@ def run_case(kind: str, source: Path, clips: int, device: torch.device) -> dict:
     warm = _gaussians(torch.zeros(4, 3), torch.rand(4, 3), torch.full((4,), 0.5), torch.ones(4), 0.1)
     render(Gaussians4D(warm).to(device), cameras, t=0.5)  # load the extension, start thread pools
     gc.collect()
-    _trim_heap()
-    method, baseline = _reset_peak(device)
+    trim_heap()
+    method, baseline = reset_peak(device)
     digest, resident_max, resident_bytes_max = hashlib.sha256(), 0, 0
     start = time.perf_counter()
     if kind == "flat":
@@ -214,9 +214,9 @@ def run_case(kind: str, source: Path, clips: int, device: torch.device) -> dict:
             resident_bytes_max = max(resident_bytes_max, streamed.resident_bytes())
         segments_read = streamed.segments_read
     seconds = time.perf_counter() - start
-    peak = _peak(device, method)
+    peak_bytes = peak(device, method)
     return {
-        "peak_mem_mb": round((peak - baseline) / 2**20, 2),
+        "peak_mem_mb": round((peak_bytes - baseline) / 2**20, 2),
         "baseline_mb": round(baseline / 2**20, 1),
         "memory_method": method,
         "seconds": round(seconds, 2),
@@ -239,9 +239,9 @@ def _run_in_fresh_process(kind: str, source: Path, clips: int, device: torch.dev
 # ------------------------------------------------------------------------------------------ the results -----
 
 
-def _merge_and_write(device: torch.device, figures: dict, rows: list, missing: dict) -> Path:
-    """Update bench/results/dynamic-<device>.json: this bench's figures and rows replace its earlier ones; every
-    other key, figure and row in the file (bench/dynamic.py's) is kept."""
+def merge_and_write(device: torch.device, figures: dict, rows: list, missing: dict, part: str = PART) -> Path:
+    """Update bench/results/dynamic-<device>.json: this bench's figures and rows (tagged `part`) replace its
+    earlier ones; every other key, figure and row in the file (bench/dynamic.py's, other parts') is kept."""
     path = RESULTS / f"{RESULTS_NAME}-{device_name(device)}.json"
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     doc = json.loads(path.read_text()) if path.is_file() else {}
@@ -256,8 +256,8 @@ def _merge_and_write(device: torch.device, figures: dict, rows: list, missing: d
             "versions": versions(),
             "date": datetime.date.today().isoformat(),
             "figures": {**{k: v for k, v in doc.get("figures", {}).items() if k not in ours}, **figures},
-            "rows": [r for r in doc.get("rows", []) if r.get("part") != PART]
-            + [{"part": PART, "command": command, **r} for r in rows],
+            "rows": [r for r in doc.get("rows", []) if r.get("part") != part]
+            + [{"part": part, "command": command, **r} for r in rows],
         }
     )
     doc.pop("missing", None)
@@ -325,7 +325,7 @@ def main() -> None:
                 figures[key] = round(peaks[kind, clips] / peaks[kind, 1], 3)
             else:
                 missing[key] = "needs --lengths 1 and " + str(clips)
-    path = _merge_and_write(device, figures, rows, missing)
+    path = merge_and_write(device, figures, rows, missing)
     print(figures, f"(target hierarchy_peak_mem_ratio_16x <= {TARGET_RATIO})")
     print(f"wrote {path}")
 

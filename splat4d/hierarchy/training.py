@@ -16,11 +16,14 @@ direction from one sweep to the next, so consecutive visits share all but the de
 path reads each segment once per sweep. Per visit: the path's segment states (parameters and Adam moments,
 `SegmentStore`) are concatenated into one `Gaussians4D` with one Adam per parameter, trained with the dynamic
 pipeline's loss (`pipelines.dynamic.pipeline.DynamicPipeline`: photometric + temporal-opacity + motion
-smoothness), densified at the end of the visit with `Density4DStrategy.refine` on the gradients of that visit
-whenever the visit has crossed a multiple of the strategy's `refine_every` steps (children stay on the path
-and are re-homed like everyone else), and split back into segments. The means' learning rate and the SH degree
-follow the global step. There are no opacity resets: a reset would only reach the
-segments of one path.
+smoothness), and split back into segments. The means' learning rate and the SH degree follow the global step.
+
+Densification (`Density4DStrategy.refine`) runs per segment, once per sweep (`densify`): each segment's state keeps its
+Gaussians' image-plane gradient sums over all its visits in the sweep, and the visit that is the segment's last of
+the sweep densifies it on them (the leaf after its visit, the root at the end of the sweep), children staying on
+the path and re-homed like everyone else. So every segment is refined as often however long the video is, and a
+shared coarse segment does not grow faster in a longer one, as it would if it were densified at every visit.
+There are no opacity resets: a reset would only reach the segments of one path.
 
 Initialisation (`seed_segments`): the initial points are shared out over the levels, each segment of level l
 getting its own random `points_per_path / (depth + 1)` of them at its centre, with a lifespan just inside the
@@ -37,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -47,7 +50,7 @@ from torch import Tensor
 from splat4d.data.dataset import Batch
 from splat4d.gaussians import Gaussians4D
 from splat4d.hierarchy.lifespan import DEFAULT_THRESHOLD, lifespan_factor, lifespans
-from splat4d.hierarchy.segment_store import MOMENTS, SegmentState, SegmentStore
+from splat4d.hierarchy.segment_store import MOMENTS, SegmentState, SegmentStore, state_len
 from splat4d.hierarchy.storage import write_segments
 from splat4d.hierarchy.tree import Segment, TimeTree
 from splat4d.optim import Optim4DConfig, build_optimizers, set_lr
@@ -58,6 +61,9 @@ from splat4d.trainer import TrainingInterrupted, sigterm_as_interrupt, training_
 INSIDE = 0.98
 """Initial half-lifespan of a segment's Gaussians as a fraction of half the segment: just inside it."""
 STATIC_LOG_SCALE_T = math.log(10.0)
+ACCUMULATORS = ("acc/grad2d", "acc/count")
+"""Per-Gaussian densification statistics kept in each segment's state between visits (`Density4DStrategy`'s
+grad2d and count sums), so a segment is densified on the gradients of all its visits in a sweep."""
 """Initial temporal log-scale of the root's Gaussians: σ_t = 10 video lengths, i.e. static."""
 
 
@@ -71,8 +77,12 @@ class HierarchyTrainConfig:
     sweeps: int = 4
     """Passes over all leaves."""
     steps_per_visit: int = 50
-    """Training steps on one leaf's path per visit (densification runs at the end of a visit that crosses a
-    multiple of the strategy's `refine_every`, on that visit's gradients)."""
+    """Training steps on one leaf's path per visit."""
+    densify: Literal["sweep", "visit"] = "sweep"
+    """sweep: each segment is densified once per sweep, on the gradients of all its visits in it, so a shared
+    coarse segment is refined as often whatever the video's length (memory flat); visit: the whole path is
+    densified after every visit (coarse segments are refined once per visit under them: faster growth, and
+    their size grows with the video's length)."""
     points_per_path: int = 10_000
     """Initial Gaussians on any one path (shared out over its depth + 1 segments)."""
     checkpoint_every: int = 8
@@ -153,7 +163,7 @@ class StreamedTrainer:
         initial: the initial Gaussians (one per point; `seed_segments` places them), built only on a fresh start.
         scene_scale: scene extent, for the means' learning rate and densification thresholds.
         optim: learning rates; strategy: densification (its `refine_start_iter` / `refine_stop_iter` are global
-            steps; refinement happens at the end of a visit that crosses a multiple of `refine_every`; no resets).
+            steps; each segment is refined once per sweep, so `refine_every` and `reset_every` do not apply).
     """
 
     def __init__(
@@ -208,6 +218,16 @@ class StreamedTrainer:
         leaves = list(self.leaf_views)
         return [leaf for s in range(self.cfg.sweeps) for leaf in (leaves if s % 2 == 0 else leaves[::-1])]
 
+    def leaving_level(self, visit: int) -> int:
+        """The shallowest level whose path segment visit `visit` is the last of its sweep to train: that segment
+        and those below it are densified at the end of the visit (the root at the end of each sweep)."""
+        per_sweep = len(self.leaf_views)
+        if (visit + 1) % per_sweep == 0:
+            return 0
+        here = self.tree.path(self.leaf_time(self.schedule[visit]))
+        after = self.tree.path(self.leaf_time(self.schedule[visit + 1]))
+        return next(level for level, (a, b) in enumerate(zip(here, after, strict=True)) if a != b)
+
     def leaf_time(self, leaf: int) -> float:
         return (leaf + 0.5) / self.tree.num_leaves
 
@@ -225,6 +245,8 @@ class StreamedTrainer:
                 layout[name] = (tuple(p.shape[1:]), p.dtype)
                 for moment in MOMENTS:
                     layout[f"{moment}/{name}"] = (tuple(p.shape[1:]), p.dtype)
+            for name in ACCUMULATORS:
+                layout[name] = ((), torch.float32)
             time_period = template.time_period
         names = [k for k in layout if "/" not in k]
         self.template = Gaussians4D({k: torch.zeros(0, *layout[k][0]) for k in names}, time_period)
@@ -312,6 +334,9 @@ class StreamedTrainer:
         loss_fn = self.make_loss(scene)
         strategy = Density4DStrategy(self._strategy_config())
         strategy_state = strategy.init_state(self.scene_scale)
+        strategy_state["grad2d"], strategy_state["count"] = (
+            torch.cat([s[name] for s in states]).to(self.device) for name in ACCUMULATORS
+        )
         ids = self.leaf_views[leaf]
         batches = self.views.load(ids)
         step0, loss, psnr = self.step, 0.0, float("nan")
@@ -329,19 +354,18 @@ class StreamedTrainer:
             strategy.accumulate(len(scene), strategy_state, result.info)
             loss, psnr = float(result.loss.detach()), result.logs.get("psnr", psnr)
             self.step += 1
-        c, every = strategy.config, self._refine_every()
-        if (
-            c.refine_start_iter <= step0
-            and self.step <= c.refine_stop_iter
-            and self.step // every > step0 // every
-        ):
-            strategy.refine(scene, optimizers, strategy_state, self.step)
+        # The segments this sweep leaves now (a suffix of the path, so a suffix of the rows) are densified on
+        # the gradients of all their visits in the sweep; the others keep accumulating.
+        level = self.leaving_level(self.visit) if self.cfg.densify == "sweep" else 0
+        kept = sum(state_len(s) for s in states[:level])
+        accumulated = [strategy_state[key][:kept].clone() for key in ("grad2d", "count")]
+        c = strategy.config
+        if c.refine_start_iter <= step0 and self.step <= c.refine_stop_iter:
+            strategy.refine(scene, optimizers, strategy_state, self.step, first_eligible=kept)
+        fresh = torch.zeros(len(scene) - kept, device=self.device)
         self.resident_max = max(self.resident_max, len(scene))
-        self.put_back(path, scene, optimizers, t)
+        self.put_back(path, scene, optimizers, t, [torch.cat([a, fresh]) for a in accumulated])
         return f"visit {self.visit + 1}/{len(self.schedule)}  loss {loss:.4f}  psnr {psnr:5.2f}  #G path {len(scene):,}"
-
-    def _refine_every(self) -> int:
-        return max(1, (self.strategy_cfg or Density4DConfig()).refine_every)
 
     def _strategy_config(self) -> Density4DConfig:
         """The densification config with its own schedule switched off: `_visit` refines, and never resets."""
@@ -365,11 +389,17 @@ class StreamedTrainer:
 
     @torch.no_grad()
     def put_back(
-        self, path: list[Segment], scene: Gaussians4D, optimizers: dict[str, torch.optim.Optimizer], t: float
+        self,
+        path: list[Segment],
+        scene: Gaussians4D,
+        optimizers: dict[str, torch.optim.Optimizer],
+        t: float,
+        accumulated: list[Tensor] | None = None,
     ) -> None:
         """Re-home every Gaussian of `scene` (the Gaussians of `path`, the path of time t) into the deepest segment
-        of the path that contains its lifespan, and put each segment's share, parameters with their Adam moments,
-        back in the store (module docstring)."""
+        of the path that contains its lifespan, and put each segment's share, parameters with their Adam moments
+        and densification statistics (`accumulated`: grad2d and count sums [N], zero when None), back in the
+        store (module docstring)."""
         assert self.store is not None
         starts, ends = lifespans(scene)
         levels = self.tree.deepest_on_path(starts, ends, t).to(scene.means4.device)
@@ -379,6 +409,10 @@ class StreamedTrainer:
             state = optimizers[name].state.get(param, {})
             for m in MOMENTS:
                 tensors[f"{m}/{name}"] = state[m] if m in state else torch.zeros_like(param)
+        for name, value in zip(ACCUMULATORS, accumulated or [None, None], strict=True):
+            tensors[name] = (
+                value if value is not None else torch.zeros(len(scene), device=scene.means4.device)
+            )
         shares = [(s, {k: v[levels == s.level].clone() for k, v in tensors.items()}) for s in path]
         self._putting = True  # the puts below change the store segment by segment: not a state to commit
         for segment, state in shares:
@@ -408,6 +442,8 @@ def _with_zero_moments(gaussians: Gaussians4D, device: torch.device) -> SegmentS
         state[name] = p.detach().to(device)
         for m in MOMENTS:
             state[f"{m}/{name}"] = torch.zeros_like(state[name])
+    for name in ACCUMULATORS:
+        state[name] = torch.zeros(len(gaussians), device=device)
     return state
 
 

@@ -90,13 +90,21 @@ class Density4DStrategy(Strategy):
             )  # fmt: skip
 
     def refine(
-        self, gaussians: Gaussians4D, optimizers: Optimizers, state: StrategyState, step: int
+        self,
+        gaussians: Gaussians4D,
+        optimizers: Optimizers,
+        state: StrategyState,
+        step: int,
+        first_eligible: int = 0,
     ) -> tuple[int, int]:
         """Grow and prune on the gradients accumulated since the last refinement, then start accumulating afresh
         (what `step_post_backward` does every `refine_every` steps; a trainer with its own schedule, such as
-        `splat4d.hierarchy.training`, calls it directly). Returns (grown, pruned)."""
-        grown = self._grow(gaussians, optimizers, state)
-        pruned = self._prune(gaussians, optimizers, state, step)
+        `splat4d.hierarchy.training`, calls it directly). Returns (grown, pruned).
+
+        Only Gaussians from row `first_eligible` on may grow or be pruned: rows [0, first_eligible) come out
+        unchanged and in place (growth appends rows and removals only touch rows after them)."""
+        grown = self._grow(gaussians, optimizers, state, first_eligible)
+        pruned = self._prune(gaussians, optimizers, state, step, first_eligible)
         if self.config.verbose:
             print(f"step {step}: +{grown} -{pruned} → {len(gaussians)} Gaussians")
         state["grad2d"] = state["count"] = None
@@ -121,12 +129,15 @@ class Density4DStrategy(Strategy):
         state["grad2d"].index_add_(0, ids, grads.norm(dim=-1)[visible])
         state["count"].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float32))
 
-    def _grow(self, gaussians: Gaussians4D, optimizers: Optimizers, state: StrategyState) -> int:
+    def _grow(
+        self, gaussians: Gaussians4D, optimizers: Optimizers, state: StrategyState, first_eligible: int = 0
+    ) -> int:
         c = self.config
         if state["grad2d"] is None or len(gaussians) >= c.max_gaussians:
             return 0
         avg = state["grad2d"] / state["count"].clamp_min(1.0)
         high = avg > c.grow_grad2d
+        high[:first_eligible] = False
         scales4 = gaussians.scales4.detach()
         small = (scales4[:, :3].amax(-1) <= c.grow_scale3d * state["scene_scale"]) & (
             scales4[:, 3] <= c.grow_scale_t
@@ -141,12 +152,20 @@ class Density4DStrategy(Strategy):
             split_4d(gaussians, optimizers, split)
         return int(clone.sum()) + int(split.sum())
 
-    def _prune(self, gaussians: Gaussians4D, optimizers: Optimizers, state: StrategyState, step: int) -> int:
+    def _prune(
+        self,
+        gaussians: Gaussians4D,
+        optimizers: Optimizers,
+        state: StrategyState,
+        step: int,
+        first_eligible: int = 0,
+    ) -> int:
         c = self.config
         with torch.no_grad():
             prune = gaussians.opacities < c.prune_opa
             if step > c.reset_every:
                 prune |= gaussians.scales4[:, :3].amax(-1) > c.prune_scale3d * state["scene_scale"]
+            prune[:first_eligible] = False
         if prune.any():
             remove(gaussians, optimizers, prune)
         return int(prune.sum())
