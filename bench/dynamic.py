@@ -8,10 +8,12 @@ bench/hierarchy.py writes there.
 
     python bench/dynamic.py --device cpu
     python bench/dynamic.py --device cpu --scenes monocular
+    python bench/dynamic.py --device cpu --scenes multiview --pipeline long
 
 Figures: procedural_multiview_psnr, procedural_multiview_video_psnr, procedural_monocular_psnr,
 procedural_monocular_video_psnr (held-out views; target ≥ 27 dB on the CPU within 15 minutes of training), with
-their training seconds. Rows: SSIM, #Gaussians, render FPS of the test views; for the video, how many frames SfM
+their training seconds; with `--pipeline long`, the same scenes through the long-video pipeline (streamed through a
+temporal hierarchy), as procedural_<scene>_long_psnr. Rows: SSIM, #Gaussians, render FPS of the test views; for the video, how many frames SfM
 registered and how far it put the camera centres from the truth.
 """
 
@@ -82,17 +84,25 @@ def _render_fps(pipeline, scene, device: torch.device) -> float:
     return len(data) / (time.perf_counter() - t0)
 
 
-def _run(name: str, data: DataConfig, steps: int | None, device: torch.device, work: Path) -> dict:
-    spec = PIPELINES["dynamic"]
+def figure_key(name: str, pipeline: str) -> str:
+    """`procedural_<scene>` for the dynamic pipeline, `procedural_<scene>_long` for the long-video one."""
+    return f"procedural_{name}" + ("" if pipeline == "dynamic" else f"_{pipeline}")
+
+
+def _run(
+    name: str, data: DataConfig, steps: int | None, device: torch.device, work: Path, pipeline: str
+) -> dict:
+    spec = PIPELINES[pipeline]
     cfg = spec.presets["fast"] if steps is None else spec.with_steps(spec.presets["fast"], steps)
     cfg = dataclasses.replace(cfg, data=data, trainer=dataclasses.replace(cfg.trainer, progress=False))
     result = reconstruct(
-        spec, "dynamic", "fast", cfg, work / name, device, overwrite=True, console=Console(quiet=True)
+        spec, pipeline, "fast", cfg, work / name, device, overwrite=True, console=Console(quiet=True)
     )
     m = result.metrics
     row = {
         "part": PART,
         "scene": f"procedural_{name}",
+        "pipeline": pipeline,
         "command": "python " + " ".join(sys.argv),
         "preset": "fast",
         "steps": m["steps"],
@@ -106,6 +116,9 @@ def _run(name: str, data: DataConfig, steps: int | None, device: torch.device, w
         "resolution": [result.scene.cameras.width, result.scene.cameras.height],
         "render_fps": round(_render_fps(result.pipeline, result.scene, device), 2),
     }
+    if pipeline == "long":
+        row["hierarchy_depth"] = m["hierarchy_depth"]
+        row["resident_gaussians_max"] = m["resident_gaussians_max"]
     if name in VIDEO:
         row["sfm_registered"] = len(result.scene.cameras)
         row["sfm_centre_error_m_median"] = round(
@@ -149,19 +162,20 @@ def _data(name: str, recipe, work: Path) -> DataConfig:
 
 
 def _merge_and_write(
-    device: torch.device, scenes: list[str], figures: dict, rows: list, missing: dict
+    device: torch.device, scenes: list[str], pipeline: str, figures: dict, rows: list, missing: dict
 ) -> Path:
     path = RESULTS / f"dynamic-{device_name(device)}.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        mine = {f"procedural_{s}_{k}" for s in scenes for k in ("psnr", "seconds")}
+        mine = {f"{figure_key(s, pipeline)}_{k}" for s in scenes for k in ("psnr", "seconds")}
         for key, value in old.get("figures", {}).items():
             if key not in mine:
                 figures.setdefault(key, value)
         for key, why in old.get("missing", {}).items():
             missing.setdefault(key, why)
-        keep = [r for r in old.get("rows", []) if r.get("part") != PART or r.get("scene") not in
-                {f"procedural_{s}" for s in scenes}]  # fmt: skip
+        replaced = {f"procedural_{s}" for s in scenes}
+        keep = [r for r in old.get("rows", []) if r.get("part") != PART or r.get("scene") not in replaced
+                or r.get("pipeline", "dynamic") != pipeline]  # fmt: skip
         rows[:0] = keep
     return write_results("dynamic", device, figures, rows, missing)
 
@@ -176,6 +190,10 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=STEPS, help="training steps (the fast preset's schedule scaled)"
     )
+    parser.add_argument(
+        "--pipeline", default="dynamic", choices=["dynamic", "long"],
+        help="long: the long-video pipeline (streamed through a temporal hierarchy); figures *_long_psnr",
+    )  # fmt: skip
     args = parser.parse_args()
     device = resolve_device(args.device)
     figures, rows = {}, []
@@ -187,11 +205,12 @@ def main() -> None:
         work = Path(tmp)
         recipe = load_recipe(REPO / "assets" / "samples" / "dynamic.json")
         for name in args.scenes:
-            row = _run(name, _data(name, recipe, work), args.steps, device, work)
+            row = _run(name, _data(name, recipe, work), args.steps, device, work, args.pipeline)
             rows.append(row)
-            figures[f"procedural_{name}_psnr"] = round(row["test_psnr"], 3)
-            figures[f"procedural_{name}_seconds"] = row["train_seconds"]
-    path = _merge_and_write(device, args.scenes, figures, rows, missing)
+            key = figure_key(name, args.pipeline)
+            figures[f"{key}_psnr"] = round(row["test_psnr"], 3)
+            figures[f"{key}_seconds"] = row["train_seconds"]
+    path = _merge_and_write(device, args.scenes, args.pipeline, figures, rows, missing)
     print(f"wrote {path}")
 
 

@@ -34,6 +34,15 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 
 
 @pytest.fixture
+def one_thread():
+    """The CPU rasterizer's backward accumulates with atomics: bitwise repeatable only on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """The project's real datasets (../shared/data); skips with a reason when absent."""
     if not SHARED_DATA.is_dir():

@@ -4,6 +4,7 @@ through a temporal Gaussian hierarchy (`splat4d.hierarchy.training`)."""
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pipelines.dynamic.config import PRESETS as DYNAMIC_PRESETS
 from pipelines.dynamic.config import DynamicConfig
@@ -23,6 +24,9 @@ class StreamingConfig:
     `trainer.steps` needs."""
     points_per_path: int = 10_000
     """Initial Gaussians on any one root-to-leaf path (shared out over its segments), however long the video."""
+    densify: Literal["sweep", "visit"] = "sweep"
+    """sweep: each segment densified once per sweep (memory flat in the video's length); visit: the whole path
+    after every visit (coarse segments grow faster, and more in longer videos)."""
 
     def depth_for(self, capture_times: int) -> int:
         if self.depth is not None:

@@ -5,10 +5,12 @@ during the training or rendering regardless of the video length").
 
 The model. The scene at time t is the concatenation of the segments on `path(t)`, exactly what
 `HierarchicalScene` renders; every stored Gaussian is its own parameter and is drawn only at times inside its
-segment. A Gaussian lives in the deepest segment of the path being trained that contains its whole lifespan
-(`TimeTree.deepest_on_path`; the containment rule, so there are no copies to keep in step). It is re-homed after
-every visit: down when its lifespan has shrunk into a smaller segment (no image changes: outside that segment it
-was culled anyway), up when its lifespan has outgrown its segment (it is then drawn over all of it).
+segment. After every visit a Gaussian moves down to the deepest segment of the path that contains its whole
+lifespan (`TimeTree.deepest_on_path`) when its lifespan has shrunk into a smaller one: no image changes, since
+outside that segment it was culled anyway, and the paths through its old segment's other children no longer
+carry it. One whose lifespan outgrows its segment stays there, drawn only inside it: long-lived content is
+learned by the coarse segments' own Gaussians, which every visit below them trains (`promote` moves such a
+Gaussian up instead; see there for why that is off by default). There are no copies to keep in step: a Gaussian is in one segment.
 
 The schedule. A *visit* trains `steps_per_visit` steps on the path of one leaf, each step on a training view whose
 time lies in that leaf (`ViewSource`). A *sweep* visits every leaf that has views, in time order, alternating
@@ -61,6 +63,8 @@ from splat4d.trainer import TrainingInterrupted, sigterm_as_interrupt, training_
 INSIDE = 0.98
 """Initial half-lifespan of a segment's Gaussians as a fraction of half the segment: just inside it."""
 STATIC_LOG_SCALE_T = math.log(10.0)
+HOME = "_segment_level"
+"""Name of the frozen per-Gaussian parameter that carries each Gaussian's segment level through densification."""
 ACCUMULATORS = ("acc/grad2d", "acc/count")
 """Per-Gaussian densification statistics kept in each segment's state between visits (`Density4DStrategy`'s
 grad2d and count sums), so a segment is densified on the gradients of all its visits in a sweep."""
@@ -85,6 +89,11 @@ class HierarchyTrainConfig:
     their size grows with the video's length)."""
     points_per_path: int = 10_000
     """Initial Gaussians on any one path (shared out over its depth + 1 segments)."""
+    promote: bool = False
+    """Let a Gaussian whose lifespan has outgrown its segment move up to the segment of the path that contains it
+    (False: it stays, drawn only inside its segment). Moving up shares long-lived content between leaves, but
+    each leaf's copy of it then piles up in the coarse segments that every path holds, so a path grows with the
+    number of leaves (measured: 6.4× more Gaussians on a path of a 16× longer video after one sweep)."""
     checkpoint_every: int = 8
     """Commit the store every this many visits (and at the end and on Ctrl-C)."""
     seed: int = 0
@@ -359,12 +368,17 @@ class StreamedTrainer:
         level = self.leaving_level(self.visit) if self.cfg.densify == "sweep" else 0
         kept = sum(state_len(s) for s in states[:level])
         accumulated = [strategy_state[key][:kept].clone() for key in ("grad2d", "count")]
+        # Each row's segment level rides through densification as a frozen extra parameter (the strategy's edits
+        # carry every parameter: a clone or split child inherits its parent's), for re-homing below.
+        homes = [torch.full((state_len(x),), float(s.level)) for s, x in zip(path, states, strict=True)]
+        scene.params[HOME] = torch.nn.Parameter(torch.cat(homes).to(self.device), requires_grad=False)
         c = strategy.config
         if c.refine_start_iter <= step0 and self.step <= c.refine_stop_iter:
             strategy.refine(scene, optimizers, strategy_state, self.step, first_eligible=kept)
+        floor = scene.params.pop(HOME).detach().long()
         fresh = torch.zeros(len(scene) - kept, device=self.device)
         self.resident_max = max(self.resident_max, len(scene))
-        self.put_back(path, scene, optimizers, t, [torch.cat([a, fresh]) for a in accumulated])
+        self.put_back(path, scene, optimizers, t, [torch.cat([a, fresh]) for a in accumulated], floor)
         return f"visit {self.visit + 1}/{len(self.schedule)}  loss {loss:.4f}  psnr {psnr:5.2f}  #G path {len(scene):,}"
 
     def _strategy_config(self) -> Density4DConfig:
@@ -395,14 +409,19 @@ class StreamedTrainer:
         optimizers: dict[str, torch.optim.Optimizer],
         t: float,
         accumulated: list[Tensor] | None = None,
+        floor: Tensor | None = None,
     ) -> None:
         """Re-home every Gaussian of `scene` (the Gaussians of `path`, the path of time t) into the deepest segment
         of the path that contains its lifespan, and put each segment's share, parameters with their Adam moments
         and densification statistics (`accumulated`: grad2d and count sums [N], zero when None), back in the
-        store (module docstring)."""
+        store (module docstring). Unless `cfg.promote`, no Gaussian moves above its `floor` level [N] (its own
+        segment's level; None: the root, no limit)."""
         assert self.store is not None
         starts, ends = lifespans(scene)
-        levels = self.tree.deepest_on_path(starts, ends, t).to(scene.means4.device)
+        levels = self.tree.deepest_on_path(starts, ends, t)
+        if floor is not None and not self.cfg.promote:
+            levels = torch.maximum(levels, floor.to(levels.device))
+        levels = levels.to(scene.means4.device)
         tensors = {}
         for name, param in scene.params.items():
             tensors[name] = param.detach()

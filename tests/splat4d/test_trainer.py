@@ -24,15 +24,6 @@ def tiny_scene(tmp_path_factory: pytest.TempPathFactory):
     return read_nerfstudio(path)
 
 
-@pytest.fixture
-def one_thread():
-    """The CPU rasterizer's backward accumulates with atomics: bitwise repeatable only on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _trainer(scene, out: Path, steps: int, strategy=None, callbacks=None) -> Trainer:
     cfg = with_steps(PRESETS["fast"], 60)
     strategy = strategy or DefaultStrategyConfig(
