@@ -24,6 +24,9 @@ class StreamingConfig:
     `trainer.steps` needs."""
     points_per_path: int = 10_000
     """Initial Gaussians on any one root-to-leaf path (shared out over its segments), however long the video."""
+    promote: bool = False
+    """Move a Gaussian that outlives its segment up to the path segment holding its lifespan (False: it stays,
+    drawn only inside its segment; promoting piles every leaf's copies into the shared coarse segments)."""
     densify: Literal["sweep", "visit"] = "sweep"
     """sweep: each segment densified once per sweep (memory flat in the video's length); visit: the whole path
     after every visit (coarse segments grow faster, and more in longer videos)."""

@@ -97,6 +97,7 @@ def hierarchy_config(cfg: LongVideoConfig, scene: SceneData) -> HierarchyTrainCo
         steps_per_visit=s.steps_per_visit,
         points_per_path=s.points_per_path,
         densify=s.densify,
+        promote=s.promote,
         checkpoint_every=max(1, cfg.trainer.checkpoint_every // s.steps_per_visit),
         seed=cfg.trainer.seed,
         progress=cfg.trainer.progress,
