@@ -1,39 +1,40 @@
-"""Streamed training of a temporal Gaussian hierarchy: memory stays flat as the video gets longer, because only
-the segments of one root-to-leaf path (and the views of one leaf) are resident at a time (Xu et al. 2024,
-"Representing Long Volumetric Video with Temporal Gaussian Hierarchy", §3: "nearly constant GPU memory usage
-during the training or rendering regardless of the video length").
+"""Streamed training of a temporal Gaussian hierarchy: memory stays flat as the video gets longer, because only the
+segments of one root-to-leaf path (and the views of one leaf) are resident at a time (Xu et al. 2024, "Representing
+Long Volumetric Video with Temporal Gaussian Hierarchy", §3: "nearly constant GPU memory usage during the training
+or rendering regardless of the video length").
 
-The model. The scene at time t is the concatenation of the segments on `path(t)`, exactly what
-`HierarchicalScene` renders; every stored Gaussian is its own parameter and is drawn only at times inside its
-segment. After every visit a Gaussian moves down to the deepest segment of the path that contains its whole
-lifespan (`TimeTree.deepest_on_path`) when its lifespan has shrunk into a smaller one: no image changes, since
-outside that segment it was culled anyway, and the paths through its old segment's other children no longer
-carry it. One whose lifespan outgrows its segment stays there, drawn only inside it: long-lived content is
-learned by the coarse segments' own Gaussians, which every visit below them trains (`promote` moves such a
-Gaussian up instead; see there for why that is off by default). There are no copies to keep in step: a Gaussian is in one segment.
+The model. The scene at time t is the concatenation of the segments on `path(t)`, exactly what `HierarchicalScene`
+renders; every stored Gaussian is its own parameter and is drawn only at times inside its segment. After every
+visit a Gaussian moves down to the deepest segment of the path that contains its whole lifespan
+(`TimeTree.deepest_on_path`) when its lifespan has shrunk into a smaller one: no image changes, since outside that
+segment it was culled anyway, and the paths through its old segment's other children no longer carry it. One whose
+lifespan outgrows its segment stays there, drawn only inside it: long-lived content is learned by the coarse
+segments' own Gaussians, which every visit below them trains (`promote` moves such a Gaussian up instead; see there
+for why that is off by default). There are no copies to keep in step: a Gaussian is in one segment.
 
 The schedule. A *visit* trains `steps_per_visit` steps on the path of one leaf, each step on a training view whose
 time lies in that leaf (`ViewSource`). A *sweep* visits every leaf that has views, in time order, alternating
 direction from one sweep to the next, so consecutive visits share all but the deepest segments and a cache of one
-path reads each segment once per sweep. Per visit: the path's segment states (parameters and Adam moments,
-`SegmentStore`) are concatenated into one `Gaussians4D` with one Adam per parameter, trained with the dynamic
-pipeline's loss (`pipelines.dynamic.pipeline.DynamicPipeline`: photometric + temporal-opacity + motion
+path reads each segment once per sweep. Per visit: the path's segment states (parameters, Adam moments and each
+Gaussian's Adam step count, `SegmentStore`) are concatenated into one `Gaussians4D` with one `RowAdam` per
+parameter (bias correction per Gaussian: a segment first trained late starts like a fresh Adam), trained with the
+dynamic pipeline's loss (`pipelines.dynamic.pipeline.DynamicPipeline`: photometric + temporal-opacity + motion
 smoothness), and split back into segments. The means' learning rate and the SH degree follow the global step.
 
-Densification (`Density4DStrategy.refine`) runs per segment, once per sweep (`densify`): each segment's state keeps its
-Gaussians' image-plane gradient sums over all its visits in the sweep, and the visit that is the segment's last of
-the sweep densifies it on them (the leaf after its visit, the root at the end of the sweep), children staying on
+Densification (`Density4DStrategy.refine`) runs per segment, once per sweep (`densify`): each segment's state keeps
+its Gaussians' image-plane gradient sums over all its visits in the sweep, and the visit that is the segment's last
+of the sweep densifies it on them (the leaf after its visit, the root at the end of the sweep), children staying on
 the path and re-homed like everyone else. So every segment is refined as often however long the video is, and a
-shared coarse segment does not grow faster in a longer one, as it would if it were densified at every visit.
-There are no opacity resets: a reset would only reach the segments of one path.
+shared coarse segment does not grow faster in a longer one, as it would if it were densified at every visit. There
+are no opacity resets: a reset would only reach the segments of one path.
 
 Initialisation (`seed_segments`): the initial points are shared out over the levels, each segment of level l
 getting its own random `points_per_path / (depth + 1)` of them at its centre, with a lifespan just inside the
 segment (the root's copies are static: they live over the whole video). A path therefore starts with about
 `points_per_path` Gaussians, however long the video.
 
-Checkpoints: `SegmentStore.commit` every `checkpoint_every` visits and on Ctrl-C / SIGTERM; a rerun continues
-from the last commit exactly (parameters, moments, position in the schedule, step, both RNGs).
+Checkpoints: `SegmentStore.commit` every `checkpoint_every` visits and on Ctrl-C / SIGTERM; a rerun continues from
+the last commit exactly (parameters, moments, position in the schedule, step, both RNGs).
 """
 
 import dataclasses
@@ -52,10 +53,10 @@ from torch import Tensor
 from splat4d.data.dataset import Batch
 from splat4d.gaussians import Gaussians4D
 from splat4d.hierarchy.lifespan import DEFAULT_THRESHOLD, lifespan_factor, lifespans
-from splat4d.hierarchy.segment_store import MOMENTS, SegmentState, SegmentStore, state_len
+from splat4d.hierarchy.segment_store import MOMENTS, ROW_STEP, SegmentState, SegmentStore, state_len
 from splat4d.hierarchy.storage import write_segments
 from splat4d.hierarchy.tree import Segment, TimeTree
-from splat4d.optim import Optim4DConfig, build_optimizers, set_lr
+from splat4d.optim import Optim4DConfig, RowAdam, build_optimizers, set_lr
 from splat4d.strategy import StepContext
 from splat4d.strategy.density4d import Density4DConfig, Density4DStrategy
 from splat4d.trainer import TrainingInterrupted, sigterm_as_interrupt, training_progress
@@ -254,6 +255,7 @@ class StreamedTrainer:
                 layout[name] = (tuple(p.shape[1:]), p.dtype)
                 for moment in MOMENTS:
                     layout[f"{moment}/{name}"] = (tuple(p.shape[1:]), p.dtype)
+                layout[f"{ROW_STEP}/{name}"] = ((), torch.float32)
             for name in ACCUMULATORS:
                 layout[name] = ((), torch.float32)
             time_period = template.time_period
@@ -379,7 +381,10 @@ class StreamedTrainer:
         fresh = torch.zeros(len(scene) - kept, device=self.device)
         self.resident_max = max(self.resident_max, len(scene))
         self.put_back(path, scene, optimizers, t, [torch.cat([a, fresh]) for a in accumulated], floor)
-        return f"visit {self.visit + 1}/{len(self.schedule)}  loss {loss:.4f}  psnr {psnr:5.2f}  #G path {len(scene):,}"
+        n = len(scene)
+        return (
+            f"visit {self.visit + 1}/{len(self.schedule)}  loss {loss:.4f}  psnr {psnr:5.2f}  #G path {n:,}"
+        )
 
     def _strategy_config(self) -> Density4DConfig:
         """The densification config with its own schedule switched off: `_visit` refines, and never resets."""
@@ -392,12 +397,11 @@ class StreamedTrainer:
         names = list(self.template.params)
         scene = Gaussians4D({k: torch.cat([s[k] for s in states]) for k in names}, self.template.time_period)
         scene = scene.to(self.device)
-        optimizers = build_optimizers(scene.params, self.optim, self.scene_scale)
-        step = torch.tensor(float(self.step))
+        # Per-Gaussian step counts: the path's segments joined training at different steps (see RowAdam).
+        optimizers = build_optimizers(scene.params, self.optim, self.scene_scale, RowAdam)
         for name, opt in optimizers.items():
-            param = scene.params[name]
-            opt.state[param] = {"step": step.clone()} | {
-                m: torch.cat([s[f"{m}/{name}"] for s in states]).to(self.device) for m in MOMENTS
+            opt.state[scene.params[name]] = {
+                m: torch.cat([s[f"{m}/{name}"] for s in states]).to(self.device) for m in (*MOMENTS, ROW_STEP)
             }
         return scene, optimizers
 
@@ -428,6 +432,10 @@ class StreamedTrainer:
             state = optimizers[name].state.get(param, {})
             for m in MOMENTS:
                 tensors[f"{m}/{name}"] = state[m] if m in state else torch.zeros_like(param)
+            steps = state.get(ROW_STEP)
+            tensors[f"{ROW_STEP}/{name}"] = (
+                steps if steps is not None else torch.zeros(len(param), device=param.device)
+            )
         for name, value in zip(ACCUMULATORS, accumulated or [None, None], strict=True):
             tensors[name] = (
                 value if value is not None else torch.zeros(len(scene), device=scene.means4.device)
@@ -461,6 +469,7 @@ def _with_zero_moments(gaussians: Gaussians4D, device: torch.device) -> SegmentS
         state[name] = p.detach().to(device)
         for m in MOMENTS:
             state[f"{m}/{name}"] = torch.zeros_like(state[name])
+        state[f"{ROW_STEP}/{name}"] = torch.zeros(len(gaussians), device=device)
     for name in ACCUMULATORS:
         state[name] = torch.zeros(len(gaussians), device=device)
     return state
