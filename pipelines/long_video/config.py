@@ -24,6 +24,9 @@ class StreamingConfig:
     `trainer.steps` needs."""
     points_per_path: int = 10_000
     """Initial Gaussians on any one root-to-leaf path (shared out over its segments), however long the video."""
+    order: Literal["shuffle", "time"] = "shuffle"
+    """Leaves of a sweep in a random order, or in time order back and forth (fewer reads; the shared segments
+    drift towards the last times of each run)."""
     promote: bool = False
     """Move a Gaussian that outlives its segment up to the path segment holding its lifespan (False: it stays,
     drawn only inside its segment; promoting piles every leaf's copies into the shared coarse segments)."""

@@ -22,7 +22,9 @@ from splat4d.data.base import DatasetError, SceneData
 from splat4d.data.dataset import Batch, ImageDataset
 from splat4d.gaussians import Gaussians4D
 from splat4d.hierarchy import MANIFEST_NAME, HierarchicalScene
+from splat4d.hierarchy.segment_store import STATE_NAME
 from splat4d.hierarchy.training import HierarchyTrainConfig, StreamedTrainer
+from splat4d.hierarchy.tree import TimeTree
 from splat4d.initialization import init_gaussians_4d, scene_scale
 from splat4d.render import RenderOutput, RenderSettings
 
@@ -87,8 +89,7 @@ def hierarchy_config(cfg: LongVideoConfig, scene: SceneData) -> HierarchyTrainCo
     times = scene.cameras.times[torch.tensor(scene.train_indices)]
     s = cfg.streaming
     depth = s.depth_for(len(torch.unique(times)))
-    probe = HierarchyTrainConfig(depth=depth)
-    leaves = len(torch.unique(probe.tree.leaf_indices(times)))
+    leaves = len(torch.unique(TimeTree(depth).leaf_indices(times)))
     per_sweep = leaves * s.steps_per_visit
     sweeps = max(1, round(cfg.trainer.steps / per_sweep))
     return HierarchyTrainConfig(
@@ -98,6 +99,7 @@ def hierarchy_config(cfg: LongVideoConfig, scene: SceneData) -> HierarchyTrainCo
         points_per_path=s.points_per_path,
         densify=s.densify,
         promote=s.promote,
+        order=s.order,
         checkpoint_every=max(1, cfg.trainer.checkpoint_every // s.steps_per_visit),
         seed=cfg.trainer.seed,
         progress=cfg.trainer.progress,
@@ -149,5 +151,5 @@ def load(
     folder = Path(out) / HIERARCHY
     if not (folder / MANIFEST_NAME).is_file():
         raise SceneFolderError(f"{out}: no trained hierarchy yet; train it with `splat4d reconstruct` first")
-    state = torch.load(Path(out) / STORE / "state.pt", map_location="cpu", weights_only=True)
+    state = torch.load(Path(out) / STORE / STATE_NAME, map_location="cpu", weights_only=True)
     return StreamedPipeline(HierarchicalScene(folder, device), _settings(cfg, scene)), int(state["step"])

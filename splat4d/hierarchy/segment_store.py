@@ -1,17 +1,16 @@
-"""Training state of a temporal hierarchy, one segment at a time: the few segments being trained are resident (an
-LRU cache), every other one lives in its own file, and a commit makes the folder a consistent checkpoint.
+"""Training state of a temporal hierarchy, one segment at a time: the few segments being trained are resident (an LRU
+cache), every other one lives in its own file, and a commit makes the folder a consistent checkpoint.
 
-A segment's state is a flat dict of tensors: each Gaussian parameter under its own name and its Adam moments
-under `exp_avg/<name>`, `exp_avg_sq/<name>` and `row_step/<name>` (`splat4d.optim.RowAdam`), all with the
-segment's Gaussians as first dimension (an absent
-segment is empty). Files are `torch.save`d by this process and read back only by it (`weights_only=True`), like
-the trainer's checkpoints.
+A segment's state is a flat dict of tensors: each Gaussian parameter under its own name and its Adam moments under
+`exp_avg/<name>`, `exp_avg_sq/<name>` and `row_step/<name>` (`splat4d.optim.RowAdam`), all with the segment's
+Gaussians as first dimension (an absent segment is empty). Files are `torch.save`d by this process and read back
+only by it (`weights_only=True`), like the trainer's checkpoints.
 
 Crash safety follows `splat4d.hierarchy.storage`: a segment written back (evicted, or at a commit) goes to a file
-named with the current generation, never over a file the last commit refers to; `commit` then writes every
-modified resident segment, atomically replaces `state.pt` (which lists each segment's file, plus whatever the
-trainer adds: its position, step, RNG), and only then deletes files no longer listed. A run killed at any moment
-therefore resumes from the last commit exactly.
+named with the current generation, never over a file the last commit refers to; `commit` then writes every modified
+resident segment, atomically replaces `state.pt` (which lists each segment's file, plus whatever the trainer adds:
+its position, step, RNG), and only then deletes files no longer listed. A run killed at any moment therefore
+resumes from the last commit exactly.
 """
 
 import io
@@ -51,7 +50,7 @@ class SegmentStore:
     """Per-segment training state in `directory`, at most `max_resident` segments in memory (on `device`).
 
     Args:
-        directory: the store's folder (created); `exists` says whether it holds a committed state.
+        directory: the store's folder (created); a committed state there is its `STATE_NAME` file.
         tree: the hierarchy's segments.
         layout: name → (trailing shape, dtype) of every tensor of a segment state, for empty segments.
         max_resident: LRU bound in segments; streamed training needs one path, depth + 1.
@@ -92,9 +91,6 @@ class SegmentStore:
     @property
     def state_path(self) -> Path:
         return self.directory / STATE_NAME
-
-    def exists(self) -> bool:
-        return self.state_path.is_file()
 
     def empty_state(self) -> SegmentState:
         return {k: torch.zeros(0, *shape, dtype=dtype, device=self.device) for k, (shape, dtype) in

@@ -160,9 +160,9 @@ def test_streamed_training_learns_the_video_and_exports_exactly_what_it_trained(
     assert out.num_gaussians == result.num_gaussians
 
 
-def test_one_path_is_resident_and_each_sweep_reads_a_segment_once(tmp_path: Path) -> None:
+def test_one_path_is_resident_and_time_ordered_sweeps_read_a_segment_once(tmp_path: Path) -> None:
     views = Views()
-    trainer = _trainer(tmp_path / "work", views, depth=3, sweeps=2, steps_per_visit=2)
+    trainer = _trainer(tmp_path / "work", views, depth=3, sweeps=2, steps_per_visit=2, order="time")
     trainer.train()
     assert trainer.store.resident_max <= trainer.tree.depth + 1
     assert trainer.resident_max < len(trainer.store) / 2  # never more than one path of the stored Gaussians
@@ -271,9 +271,19 @@ def test_refine_leaves_rows_before_the_first_eligible_one_alone() -> None:
 
 
 def test_each_segment_is_densified_at_its_last_visit_of_the_sweep(tmp_path: Path) -> None:
-    trainer = _trainer(tmp_path / "work", depth=2, sweeps=2)
+    trainer = _trainer(tmp_path / "work", depth=2, sweeps=2, order="time")
     # leaves 0 1 2 3, then 3 2 1 0: leaving [0, 1] after leaf 0 (its parent stays on the next path), ...
     assert [trainer.leaving_level(v) for v in range(8)] == [2, 1, 2, 0, 2, 1, 2, 0]
+    shuffled = _trainer(tmp_path / "other", depth=2, sweeps=3)
+    assert sorted(shuffled.schedule[:4]) == [0, 1, 2, 3] and shuffled.schedule != trainer.schedule[:4] * 3
+    for start in (0, 4, 8):  # per sweep: the root left at its last visit, each level-1 segment once
+        sweep, levels = (
+            shuffled.schedule[start : start + 4],
+            [shuffled.leaving_level(v) for v in range(start, start + 4)],
+        )
+        assert levels[-1] == 0 and levels.count(0) == 1 and levels.count(1) == 1
+        halves = [leaf // 2 for leaf in sweep]
+        assert all(levels[i] == 2 for i in range(3) if halves[i] in halves[i + 1 :])
 
 
 def test_row_adam_is_adam_with_a_step_count_per_row() -> None:
