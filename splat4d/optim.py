@@ -73,13 +73,9 @@ class Optim4DConfig(OptimConfig):
 
 
 def build_optimizers(
-    params: torch.nn.ParameterDict,
-    cfg: OptimConfig,
-    scene_scale: float,
-    adam: type[torch.optim.Optimizer] = torch.optim.Adam,
+    params: torch.nn.ParameterDict, cfg: OptimConfig, scene_scale: float
 ) -> dict[str, torch.optim.Optimizer]:
-    """One Adam per parameter, keyed by the parameter's name (the layout gsplat-style strategies edit); `adam` is
-    torch's, or `RowAdam` for streamed training.
+    """One Adam per parameter, keyed by the parameter's name (the layout gsplat-style strategies edit).
 
     Parameters without a rate in `cfg` (e.g. extra per-Gaussian features of a pipeline) are an error rather than
     silently frozen.
@@ -89,7 +85,7 @@ def build_optimizers(
     if unknown:
         raise ValueError(f"build_optimizers: no learning rate for parameters {sorted(unknown)}")
     return {
-        name: adam([{"params": [param], "lr": lrs[name], "name": name}], eps=cfg.eps)
+        name: torch.optim.Adam([{"params": [param], "lr": lrs[name], "name": name}], eps=cfg.eps)
         for name, param in params.items()
     }
 
@@ -97,45 +93,3 @@ def build_optimizers(
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-class RowAdam(torch.optim.Optimizer):
-    """Adam (Kingma & Ba 2015) whose bias correction counts steps per row (per Gaussian) rather than per tensor.
-
-    Streamed training (`splat4d.hierarchy.training`) trains a concatenation of segments that joined training at
-    different times: with one step count for the tensor, a segment first trained at step 5,000 would get no bias
-    correction on its fresh (zero) moments and take steps several times larger than Adam's first ones. Here the
-    state holds `exp_avg`, `exp_avg_sq` and `row_step` ([N], steps taken by each row), all with the parameter's
-    rows first, so the densification strategies' row edits (`splat4d.strategy`) keep them aligned: a new row
-    starts at step 0 like its zero moments. With equal row steps it computes exactly torch's Adam (no weight
-    decay, no amsgrad), up to rounding."""
-
-    def __init__(
-        self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
-    ) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure: None = None) -> None:
-        if closure is not None:
-            raise ValueError("RowAdam.step does not take a closure")
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                    state["row_step"] = torch.zeros(p.shape[0], device=p.device)
-                m, v, steps = state["exp_avg"], state["exp_avg_sq"], state["row_step"]
-                steps += 1
-                m.lerp_(p.grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                shape = (-1,) + (1,) * (p.dim() - 1)
-                correction1 = (1 - beta1**steps).view(shape)
-                correction2 = (1 - beta2**steps).view(shape)
-                denom = (v / correction2).sqrt_().add_(group["eps"])
-                p.addcdiv_(m / correction1, denom, value=-group["lr"])
-        return None

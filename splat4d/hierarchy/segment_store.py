@@ -2,7 +2,7 @@
 cache), every other one lives in its own file, and a commit makes the folder a consistent checkpoint.
 
 A segment's state is a flat dict of tensors: each Gaussian parameter under its own name and its Adam moments under
-`exp_avg/<name>`, `exp_avg_sq/<name>` and `row_step/<name>` (`splat4d.optim.RowAdam`), all with the segment's
+`exp_avg/<name>` and `exp_avg_sq/<name>` (plus what the trainer keeps per Gaussian), all with the segment's
 Gaussians as first dimension (an absent segment is empty). Files are `torch.save`d by this process and read back
 only by it (`weights_only=True`), like the trainer's checkpoints.
 
@@ -30,8 +30,6 @@ from splat4d.io.atomic import atomic_write_bytes
 STATE_NAME = "state.pt"
 MOMENTS = ("exp_avg", "exp_avg_sq")
 """Adam moments kept per parameter, each with the parameter's shape."""
-ROW_STEP = "row_step"
-"""Adam steps taken by each Gaussian (`splat4d.optim.RowAdam`), one per parameter, shape [N]."""
 _FILE = re.compile(r"^L\d+_S\d+_[0-9a-f]{8}\.pt$")
 
 SegmentState = dict[str, Tensor]

@@ -14,13 +14,13 @@ for why that is off by default). There are no copies to keep in step: a Gaussian
 
 The schedule. A *visit* trains `steps_per_visit` steps on the path of one leaf, each step on a training view whose
 time lies in that leaf (`ViewSource`). A *sweep* visits every leaf that has views once, in a random order by
-default (`order`: the coarse segments that every visit trains then see the video's times mixed, not in one run
-that drags them towards its last times), or in time order, back and forth, so that consecutive visits share all
-but the deepest segments and a cache of one path reads each segment once per sweep. Per visit: the path's segment states (parameters, Adam moments and each
-Gaussian's Adam step count, `SegmentStore`) are concatenated into one `Gaussians4D` with one `RowAdam` per
-parameter (bias correction per Gaussian: a segment first trained late starts like a fresh Adam), trained with the
-dynamic pipeline's loss (`pipelines.dynamic.pipeline.DynamicPipeline`: photometric + temporal-opacity + motion
-smoothness), and split back into segments. The means' learning rate and the SH degree follow the global step.
+default (`order`: the coarse segments that every visit trains then see the video's times mixed, not in one run that
+drags them towards its last times), or in time order, back and forth, so that consecutive visits share all but the
+deepest segments and a cache of one path reads each segment once per sweep. Per visit: the path's segment states
+(parameters and Adam moments, `SegmentStore`) are concatenated into one `Gaussians4D` with one Adam per parameter,
+whose step count is the global step as in the flat trainer, trained with the dynamic pipeline's loss
+(`pipelines.dynamic.pipeline.DynamicPipeline`: photometric + temporal-opacity + motion smoothness), and split back
+into segments. The means' learning rate and the SH degree follow the global step.
 
 Densification (`Density4DStrategy.refine`) runs per segment, once per sweep (`densify`): each segment's state keeps
 its Gaussians' image-plane gradient sums over all its visits in the sweep, and the visit that is the segment's last
@@ -56,7 +56,6 @@ from splat4d.gaussians import Gaussians4D
 from splat4d.hierarchy.lifespan import DEFAULT_THRESHOLD, lifespan_factor, lifespans
 from splat4d.hierarchy.segment_store import (
     MOMENTS,
-    ROW_STEP,
     STATE_NAME,
     SegmentState,
     SegmentStore,
@@ -64,7 +63,7 @@ from splat4d.hierarchy.segment_store import (
 )
 from splat4d.hierarchy.storage import write_segments
 from splat4d.hierarchy.tree import Segment, TimeTree
-from splat4d.optim import Optim4DConfig, RowAdam, build_optimizers, set_lr
+from splat4d.optim import Optim4DConfig, build_optimizers, set_lr
 from splat4d.strategy import StepContext
 from splat4d.strategy.density4d import Density4DConfig, Density4DStrategy
 from splat4d.trainer import TrainingInterrupted, sigterm_as_interrupt, training_progress
@@ -284,7 +283,6 @@ class StreamedTrainer:
                 layout[name] = (tuple(p.shape[1:]), p.dtype)
                 for moment in MOMENTS:
                     layout[f"{moment}/{name}"] = (tuple(p.shape[1:]), p.dtype)
-                layout[f"{ROW_STEP}/{name}"] = ((), torch.float32)
             for name in ACCUMULATORS:
                 layout[name] = ((), torch.float32)
             time_period = template.time_period
@@ -426,11 +424,14 @@ class StreamedTrainer:
         names = list(self.template.params)
         scene = Gaussians4D({k: torch.cat([s[k] for s in states]) for k in names}, self.template.time_period)
         scene = scene.to(self.device)
-        # Per-Gaussian step counts: the path's segments joined training at different steps (see RowAdam).
-        optimizers = build_optimizers(scene.params, self.optim, self.scene_scale, RowAdam)
+        # One Adam step count for the whole path, the global step, as the flat trainer's torch Adam has for every
+        # Gaussian: fresh moments (a segment first trained late, a densification child) then get no bias
+        # correction, exactly as new Gaussians do in flat training, which the learning rates are tuned for.
+        optimizers = build_optimizers(scene.params, self.optim, self.scene_scale)
+        step = torch.tensor(float(self.step))
         for name, opt in optimizers.items():
-            opt.state[scene.params[name]] = {
-                m: torch.cat([s[f"{m}/{name}"] for s in states]).to(self.device) for m in (*MOMENTS, ROW_STEP)
+            opt.state[scene.params[name]] = {"step": step.clone()} | {
+                m: torch.cat([s[f"{m}/{name}"] for s in states]).to(self.device) for m in MOMENTS
             }
         return scene, optimizers
 
@@ -461,10 +462,6 @@ class StreamedTrainer:
             state = optimizers[name].state.get(param, {})
             for m in MOMENTS:
                 tensors[f"{m}/{name}"] = state[m] if m in state else torch.zeros_like(param)
-            steps = state.get(ROW_STEP)
-            tensors[f"{ROW_STEP}/{name}"] = (
-                steps if steps is not None else torch.zeros(len(param), device=param.device)
-            )
         for name, value in zip(ACCUMULATORS, accumulated or [None, None], strict=True):
             tensors[name] = (
                 value if value is not None else torch.zeros(len(scene), device=scene.means4.device)
@@ -498,7 +495,6 @@ def _with_zero_moments(gaussians: Gaussians4D, device: torch.device) -> SegmentS
         state[name] = p.detach().to(device)
         for m in MOMENTS:
             state[f"{m}/{name}"] = torch.zeros_like(state[name])
-        state[f"{ROW_STEP}/{name}"] = torch.zeros(len(gaussians), device=device)
     for name in ACCUMULATORS:
         state[name] = torch.zeros(len(gaussians), device=device)
     return state

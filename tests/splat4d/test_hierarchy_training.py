@@ -284,26 +284,3 @@ def test_each_segment_is_densified_at_its_last_visit_of_the_sweep(tmp_path: Path
         assert levels[-1] == 0 and levels.count(0) == 1 and levels.count(1) == 1
         halves = [leaf // 2 for leaf in sweep]
         assert all(levels[i] == 2 for i in range(3) if halves[i] in halves[i + 1 :])
-
-
-def test_row_adam_is_adam_with_a_step_count_per_row() -> None:
-    from splat4d.optim import RowAdam
-
-    g = torch.Generator().manual_seed(0)
-    grads = [torch.randn(6, 3, generator=g) for _ in range(12)]
-    a = torch.nn.Parameter(torch.randn(6, 3, generator=g))
-    b = torch.nn.Parameter(a.detach().clone())
-    ref, ours = torch.optim.Adam([a], lr=0.01, eps=1e-15), RowAdam([b], lr=0.01, eps=1e-15)
-    for grad in grads:
-        a.grad, b.grad = grad.clone(), grad.clone()
-        ref.step()
-        ours.step()
-    assert torch.allclose(a, b, atol=1e-6, rtol=0)
-    # Rows that join late (zero moments, zero steps) take Adam's first-step size, about lr, however late.
-    ours.state[b]["exp_avg"][3:] = 0
-    ours.state[b]["exp_avg_sq"][3:] = 0
-    ours.state[b]["row_step"][3:] = 0
-    before = b.detach().clone()
-    b.grad = torch.ones(6, 3)
-    ours.step()
-    assert torch.allclose((before - b)[3:], torch.full((3, 3), 0.01), rtol=1e-4)
