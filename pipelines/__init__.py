@@ -22,6 +22,7 @@ PIPELINES: dict[str, PipelineSpec] = {
         dynamic.load_dynamic_scene,
         train=long_video.train,
         load=long_video.load,
+        state_folders=(long_video.STORE, long_video.HIERARCHY),
     ),
     "sparse": PipelineSpec(
         "static scenes from 3 to 9 posed photos (co-regularised fields, unpooling; optional learned priors)",

@@ -75,3 +75,7 @@ class PipelineSpec(NamedTuple):
     load: Any = None
     """With `train`: `load(cfg, scene, out, device) -> (pipeline, step)` reads a trained scene folder back, used by
     `load_trained` instead of `build` and the newest checkpoint."""
+    state_folders: tuple[str, ...] = ()
+    """With `train`: the scene folder's subfolders that its training writes (its resumable state, the trained
+    scene). A run found in them is resumed only under the same settings, as a checkpoint is, and `--overwrite`
+    removes them."""

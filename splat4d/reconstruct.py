@@ -10,6 +10,7 @@ Pipelines are passed in (`PipelineSpec`), so this module stays below `pipelines/
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,11 @@ from splat4d.pipeline import Pipeline, PipelineSpec, load_params
 from splat4d.trainer import Trainer
 
 CONFIG_FILE = "config.yaml"
-_RESUME_IGNORED = {("trainer", "steps"), ("trainer", "progress"), ("trainer", "checkpoint_every")}
+_RESUME_IGNORED = {
+    ("config", "trainer", "steps"),
+    ("config", "trainer", "progress"),
+    ("config", "trainer", "checkpoint_every"),
+}
 """Settings that may change between a run and its resumption."""
 
 
@@ -69,13 +74,19 @@ def _differences(a: Any, b: Any, prefix: tuple[str, ...] = ()) -> list[str]:
     return [] if a == b else [".".join(prefix)]
 
 
-def prepare_output(out: Path, record: dict[str, Any], overwrite: bool) -> bool:
-    """Check that `out` may hold this run and write its config. Returns True when a run is to be resumed."""
+def prepare_output(
+    out: Path, record: dict[str, Any], overwrite: bool, state_folders: tuple[str, ...] = ()
+) -> bool:
+    """Check that `out` may hold this run and write its config. Returns True when a run is to be resumed: a
+    checkpoint, or files in one of `state_folders` (a pipeline's own training state, `PipelineSpec`); with
+    `overwrite`, those are removed instead."""
     out = Path(out)
     config_path = out / CONFIG_FILE
     if out.exists() and not out.is_dir():
         raise SceneFolderError(f"{out}: exists and is not a folder")
-    resumable = latest_checkpoint(out / "checkpoints") is not None
+    resumable = latest_checkpoint(out / "checkpoints") is not None or any(
+        (out / name).is_dir() and any((out / name).iterdir()) for name in state_folders
+    )
     if out.is_dir() and any(out.iterdir()) and not config_path.is_file() and not overwrite:
         raise SceneFolderError(f"{out}: folder is not empty and is not a splat4d scene; choose another -o")
     if config_path.is_file() and resumable and not overwrite:
@@ -97,6 +108,9 @@ def prepare_output(out: Path, record: dict[str, Any], overwrite: bool) -> bool:
                 f.unlink()
         for name in ("log.jsonl", "metrics.json", "point_cloud.ply"):
             (out / name).unlink(missing_ok=True)
+        for name in state_folders:
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
         resumable = False
     atomic_write_text(config_path, to_yaml(record))
     return resumable
@@ -157,7 +171,7 @@ def reconstruct(
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=Path(cfg.data.path).resolve()))
     if not cfg.data.path.exists():
         raise DatasetError(f"{cfg.data.path}: does not exist")
-    resuming = prepare_output(out, _record(pipeline_name, preset, cfg), overwrite)
+    resuming = prepare_output(out, _record(pipeline_name, preset, cfg), overwrite, spec.state_folders)
     scene = _load_scene(spec, cfg, out / "cache")
     console.print(
         f"{cfg.data.path}: {len(scene.cameras)} images ({len(scene.train_indices)} train, "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from pipelines import PIPELINES
 from pipelines.long_video import PRESETS, StreamingConfig
@@ -17,7 +18,7 @@ from splat4d.data.synthetic import SampleConfig, write_sample_scene
 from splat4d.export.splats import PlyExport
 from splat4d.export.video import VideoExport
 from splat4d.hierarchy import read_manifest
-from splat4d.reconstruct import load_trained, reconstruct
+from splat4d.reconstruct import SceneFolderError, load_trained, reconstruct
 from viewer.scene import load_view_scene
 
 SPEC = PIPELINES["long"]
@@ -61,7 +62,7 @@ def test_long_video_trains_streamed_and_writes_a_hierarchy(trained) -> None:
 
 def test_rerun_resumes_and_the_folder_reads_back_streamed(trained, tmp_path) -> None:
     out, m = trained
-    photos = out.parent / "photos"
+    photos = out.parent / "photos" / "transforms.json"  # as write_sample_scene returned it: the same settings
     again = reconstruct(SPEC, "long", "fast", _cfg(photos, 180), out, torch.device("cpu"))
     assert again.metrics["steps"] == 180 and again.metrics["psnr"] == pytest.approx(m["psnr"])
     loaded = load_trained(out, PIPELINES, torch.device("cpu"))
@@ -106,3 +107,20 @@ def test_live_viewer_is_refused_for_streamed_training(tmp_path) -> None:
         reconstruct(SPEC, "long", "fast", _cfg(photos, 10), tmp_path / "s", torch.device("cpu"),
                     on_built=lambda p, s: None)  # fmt: skip
     assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def test_a_stored_run_resumes_only_with_its_settings_and_overwrite_starts_over(tmp_path) -> None:
+    photos = write_sample_scene(
+        SampleConfig(
+            dynamic=True, layout="multiview", n_cameras=2, n_frames=2, width=32, height=24, n_points=200
+        ),
+        tmp_path / "photos",
+        progress=False,
+    )
+    out, cpu = tmp_path / "scene", torch.device("cpu")
+    reconstruct(SPEC, "long", "fast", _cfg(photos, 15), out, cpu, console=Console(quiet=True))
+    with pytest.raises(SceneFolderError, match="different settings"):
+        reconstruct(SPEC, "long", "fast", _cfg(photos, 30), out, cpu, console=Console(quiet=True))
+    console = Console(record=True, width=200)
+    again = reconstruct(SPEC, "long", "fast", _cfg(photos, 30), out, cpu, overwrite=True, console=console)
+    assert again.metrics["steps"] == 30 and "resuming" not in console.export_text()

@@ -16,6 +16,7 @@ import yaml
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
 from splat4d.io.checkpoint import latest_checkpoint
 from splat4d.io.ply import read_ply
+from splat4d.reconstruct import SceneFolderError, prepare_output
 
 FAST = ("--preset", "fast", "--device", "cpu", "--no-progress")
 
@@ -166,3 +167,23 @@ def test_raw_photos_become_an_evaluated_scene(shared_data: Path, tmp_path: Path)
     black_psnr = np.mean([-10 * np.log10((photo**2).mean()) for photo in photos_eval])
     assert metrics["psnr"] > black_psnr + 5, (metrics["psnr"], black_psnr)
     assert (out / "cache" / "sfm").is_dir() and (out / "point_cloud.ply").is_file()
+
+
+def test_a_pipelines_state_folders_resume_only_under_the_same_settings_but_for_the_steps(
+    tmp_path: Path,
+) -> None:
+    def record(steps: int, lr: float) -> dict:
+        return {
+            "pipeline": "long",
+            "preset": "fast",
+            "config": {"trainer": {"steps": steps}, "optim": {"lr": lr}},
+        }
+
+    out, folders = tmp_path / "scene", ("store",)
+    assert prepare_output(out, record(10, 0.1), False, folders) is False  # nothing to resume yet
+    (out / "store").mkdir()
+    (out / "store" / "state.pt").write_bytes(b"x")
+    assert prepare_output(out, record(20, 0.1), False, folders) is True  # more steps: resumed
+    with pytest.raises(SceneFolderError, match=r"different settings \(config\.optim\.lr\)"):
+        prepare_output(out, record(20, 0.2), False, folders)
+    assert prepare_output(out, record(20, 0.2), True, folders) is False and not (out / "store").exists()
