@@ -106,7 +106,9 @@ class TruthViews:
     def times(self) -> torch.Tensor:
         return torch.tensor([t for _, t in self.views])
 
-    def load(self, ids: list[int]) -> list[Batch]:
+    def load(self, ids: list[int], downscale: int = 1) -> list[Batch]:
+        if downscale != 1:
+            raise ValueError("TruthViews renders at the bench's one resolution (coarse_until is 0 here)")
         return [self[i] for i in ids]
 
     def __len__(self) -> int:

@@ -41,9 +41,9 @@ class SceneViews:
         assert self.scene.cameras.times is not None
         return self.scene.cameras.times[torch.tensor(self.scene.train_indices)]
 
-    def load(self, ids: list[int]) -> Sequence[Batch]:
+    def load(self, ids: list[int], downscale: int = 1) -> Sequence[Batch]:
         indices = [self.scene.train_indices[i] for i in ids]
-        return ImageDataset(self.scene, indices, self.downscale, self.device)
+        return ImageDataset(self.scene, indices, self.downscale * downscale, self.device)
 
 
 class StreamedPipeline:
@@ -100,6 +100,7 @@ def hierarchy_config(cfg: LongVideoConfig, scene: SceneData) -> HierarchyTrainCo
         densify=s.densify,
         promote=s.promote,
         order=s.order,
+        coarse_until=cfg.trainer.coarse_until,
         checkpoint_every=max(1, cfg.trainer.checkpoint_every // s.steps_per_visit),
         seed=cfg.trainer.seed,
         progress=cfg.trainer.progress,

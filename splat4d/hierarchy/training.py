@@ -22,12 +22,16 @@ whose step count is the global step as in the flat trainer, trained with the dyn
 (`pipelines.dynamic.pipeline.DynamicPipeline`: photometric + temporal-opacity + motion smoothness), and split back
 into segments. The means' learning rate and the SH degree follow the global step.
 
-Densification (`Density4DStrategy.refine`) runs per segment, once per sweep (`densify`): each segment's state keeps
-its Gaussians' image-plane gradient sums over all its visits in the sweep, and the visit that is the segment's last
-of the sweep densifies it on them (the leaf after its visit, the root at the end of the sweep), children staying on
-the path and re-homed like everyone else. So every segment is refined as often however long the video is, and a
-shared coarse segment does not grow faster in a longer one, as it would if it were densified at every visit. There
-are no opacity resets: a reset would only reach the segments of one path.
+Densification (`Density4DStrategy.refine`) runs per segment, once per refinement period (`densify`): a period is
+one sweep, or as many as make up about the strategy's `refine_every` steps when a sweep is shorter (a short
+video). Each segment's state keeps its Gaussians' image-plane gradient sums over all its visits in the period, and
+the visit that is the segment's last of the period densifies it on them (the leaf after its visit, the root at the
+end of the period), children staying on the path and re-homed like everyone else. So every segment is refined as
+often however long the video is, and a shared coarse segment does not grow faster in a longer one, as it would if
+it were densified at every visit. There are no opacity resets: a reset would only reach the segments of one path.
+
+Coarse to fine (`coarse_until`): visits that start before that step train on half-resolution views, as the flat
+trainer's first steps do.
 
 Initialisation (`seed_segments`): the initial points are shared out over the levels, each segment of level l
 getting its own random `points_per_path / (depth + 1)` of them at its centre, with a lifespan just inside the
@@ -91,7 +95,8 @@ class HierarchyTrainConfig:
     steps_per_visit: int = 50
     """Training steps on one leaf's path per visit."""
     densify: Literal["sweep", "visit"] = "sweep"
-    """sweep: each segment is densified once per sweep, on the gradients of all its visits in it, so a shared
+    """sweep: each segment is densified once per sweep (or per few sweeps, as many as make up the strategy's
+    `refine_every` steps, when a sweep is shorter), on the gradients of all its visits in them, so a shared
     coarse segment is refined as often whatever the video's length (memory flat); visit: the whole path is
     densified after every visit (coarse segments are refined once per visit under them: faster growth, and
     their size grows with the video's length)."""
@@ -109,6 +114,9 @@ class HierarchyTrainConfig:
     (False: it stays, drawn only inside its segment). Moving up shares long-lived content between leaves, but
     each leaf's copy of it then piles up in the coarse segments that every path holds, so a path grows with the
     number of leaves (measured: 6.4× more Gaussians on a path of a 16× longer video after one sweep)."""
+    coarse_until: int = 0
+    """Coarse to fine, as the flat trainer's `TrainerConfig.coarse_until`: a visit that starts before this global
+    step trains on its views at half the resolution (4x fewer pixels per step). 0: full resolution throughout."""
     checkpoint_every: int = 8
     """Commit the store every this many visits (and at the end and on Ctrl-C)."""
     seed: int = 0
@@ -127,8 +135,9 @@ class ViewSource(Protocol):
         """Capture time of every training view, normalised to [0, 1]."""
         ...
 
-    def load(self, ids: list[int]) -> Sequence[Batch]:
-        """The views `ids` (positions in `times()`), as batches; released when the visit ends."""
+    def load(self, ids: list[int], downscale: int = 1) -> Sequence[Batch]:
+        """The views `ids` (positions in `times()`), as batches, at 1/`downscale` of their training resolution;
+        released when the visit ends."""
         ...
 
 
@@ -187,7 +196,8 @@ class StreamedTrainer:
         initial: the initial Gaussians (one per point; `seed_segments` places them), built only on a fresh start.
         scene_scale: scene extent, for the means' learning rate and densification thresholds.
         optim: learning rates; strategy: densification (its `refine_start_iter` / `refine_stop_iter` are global
-            steps; each segment is refined once per sweep, so `refine_every` and `reset_every` do not apply).
+            steps; a segment is refined at the end of every `sweeps_per_refine` sweeps, as many as make up
+            about `refine_every` steps, and `reset_every` does not apply).
     """
 
     def __init__(
@@ -216,6 +226,7 @@ class StreamedTrainer:
         self.console = console or Console()
         self.leaf_views = self._views_per_leaf()
         self.schedule = self._schedule()
+        self.sweeps_per_refine = self._sweeps_per_refine()
         self._leaving = self._leaving_levels()
         self.total_steps = len(self.schedule) * cfg.steps_per_visit
         self.store: SegmentStore | None = None
@@ -249,22 +260,32 @@ class StreamedTrainer:
             ]
         return [leaf for s in range(self.cfg.sweeps) for leaf in (leaves if s % 2 == 0 else leaves[::-1])]
 
+    def _sweeps_per_refine(self) -> int:
+        """Sweeps between two densifications of a segment: as many as make up about the strategy's
+        `refine_every` steps, at least one. A short video's sweep is a few visits; densifying every segment after
+        each would refine (and grow) it several times as often as the flat trainer refines its Gaussians, each
+        time on the gradients of fewer steps. A long video's sweep is longer than `refine_every`: one."""
+        refine_every = (self.strategy_cfg or Density4DConfig()).refine_every
+        return max(1, round(refine_every / (len(self.leaf_views) * self.cfg.steps_per_visit)))
+
     def _leaving_levels(self) -> list[int]:
-        """Per visit, the shallowest level whose path segment no later visit of the same sweep trains (so that
-        segment and those below it, a suffix of the path, are densified at the end of the visit)."""
-        per_sweep = len(self.leaf_views)
+        """Per visit, the shallowest level whose path segment no later visit of the same refinement period (of
+        `sweeps_per_refine` sweeps) trains: that segment and those below it, a suffix of the path, are densified
+        at the end of the visit. A visit that leaves nothing gets the path's length."""
+        period = len(self.leaf_views) * self.sweeps_per_refine
         out = [0] * len(self.schedule)
-        for start in range(0, len(self.schedule), per_sweep):
+        for start in range(0, len(self.schedule), period):
             later: set[Segment] = set()
-            for v in reversed(range(start, start + per_sweep)):
+            for v in reversed(range(start, min(start + period, len(self.schedule)))):
                 path = self.tree.path(self.leaf_time(self.schedule[v]))
                 out[v] = next((s.level for s in path if s not in later), len(path))
                 later.update(path)
         return out
 
     def leaving_level(self, visit: int) -> int:
-        """The shallowest level whose path segment visit `visit` is the last of its sweep to train: that segment
-        and those below it are densified at the end of the visit (the root at the end of each sweep)."""
+        """The shallowest level whose path segment visit `visit` is the last of its refinement period to train:
+        that segment and those below it are densified at the end of the visit (the root at the end of each
+        period); the path's length when the visit leaves none."""
         return self._leaving[visit]
 
     def leaf_time(self, leaf: int) -> float:
@@ -377,7 +398,7 @@ class StreamedTrainer:
             torch.cat([s[name] for s in states]).to(self.device) for name in ACCUMULATORS
         )
         ids = self.leaf_views[leaf]
-        batches = self.views.load(ids)
+        batches = self.views.load(ids, 2 if self.step < self.cfg.coarse_until else 1)
         step0, loss, psnr = self.step, 0.0, float("nan")
         for _ in range(self.cfg.steps_per_visit):
             lr = self.optim.means_lr_at(self.step, self.total_steps, self.scene_scale)
@@ -403,7 +424,7 @@ class StreamedTrainer:
         homes = [torch.full((state_len(x),), float(s.level)) for s, x in zip(path, states, strict=True)]
         scene.params[HOME] = torch.nn.Parameter(torch.cat(homes).to(self.device), requires_grad=False)
         c = strategy.config
-        if c.refine_start_iter <= step0 and self.step <= c.refine_stop_iter:
+        if kept < len(scene) and c.refine_start_iter <= step0 and self.step <= c.refine_stop_iter:
             strategy.refine(scene, optimizers, strategy_state, self.step, first_eligible=kept)
         floor = scene.params.pop(HOME).detach().long()
         fresh = torch.zeros(len(scene) - kept, device=self.device)

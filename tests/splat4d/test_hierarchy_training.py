@@ -70,14 +70,16 @@ class Views:
         self.truth = _truth()
         self.views = [(k, (f + 0.5) / FRAMES) for f in range(FRAMES) for k in range(2)]
         self.loaded: list[int] = []
+        self.downscales: list[int] = []
 
     def times(self) -> torch.Tensor:
         return torch.tensor([t for _, t in self.views])
 
     @torch.no_grad()
-    def load(self, ids: list[int]) -> list[Batch]:
+    def load(self, ids: list[int], downscale: int = 1) -> list[Batch]:
         self.loaded += ids
-        cams = [_camera(*self.views[i]) for i in ids]
+        self.downscales.append(downscale)
+        cams = [_camera(*self.views[i]).scaled(1 / downscale) for i in ids]
         return [
             Batch(c, render(self.truth, c, t=float(c.times[0])).rgb, None, i)
             for c, i in zip(cams, ids, strict=True)
@@ -91,12 +93,16 @@ def _initial() -> Gaussians4D:
                                    sh_degree=1, time_degree=1, time_period=2.0)  # fmt: skip
 
 
-def _trainer(work: Path, views: Views | None = None, **overrides) -> StreamedTrainer:
+def _trainer(work: Path, views: Views | None = None, refine_every: int = 60, **overrides) -> StreamedTrainer:
+    """A depth-2 trainer of `Views` (4 leaves, 60 steps per sweep: with `refine_every` 60, one sweep per
+    refinement period)."""
     dcfg = PRESETS["fast"]
     cfg = HierarchyTrainConfig(depth=2, sweeps=2, steps_per_visit=15, points_per_path=400, checkpoint_every=2,
                                progress=False)  # fmt: skip
     cfg = dataclasses.replace(cfg, **overrides)
-    strategy = dataclasses.replace(dcfg.strategy, refine_start_iter=0, refine_stop_iter=10**6)
+    strategy = dataclasses.replace(
+        dcfg.strategy, refine_start_iter=0, refine_stop_iter=10**6, refine_every=refine_every
+    )
     return StreamedTrainer(
         cfg, lambda scene: DynamicPipeline(dcfg, scene, (0.0, 0.0, 0.0)), views or Views(), work, _initial,
         3.0, dcfg.optim, strategy,
@@ -284,3 +290,21 @@ def test_each_segment_is_densified_at_its_last_visit_of_the_sweep(tmp_path: Path
         assert levels[-1] == 0 and levels.count(0) == 1 and levels.count(1) == 1
         halves = [leaf // 2 for leaf in sweep]
         assert all(levels[i] == 2 for i in range(3) if halves[i] in halves[i + 1 :])
+
+
+def test_a_sweep_shorter_than_refine_every_densifies_every_few_sweeps(tmp_path: Path) -> None:
+    # 60 steps per sweep, refine_every 120: a period of two sweeps (leaves 0 1 2 3 3 2 1 0), in which only the
+    # second sweep's visits leave segments; 100 steps round to two sweeps as well, 20 to one.
+    trainer = _trainer(tmp_path / "work", refine_every=120, sweeps=4, order="time")
+    assert trainer.sweeps_per_refine == 2
+    assert [trainer.leaving_level(v) for v in range(16)] == [3, 3, 3, 3, 2, 1, 2, 0] * 2
+    assert _trainer(tmp_path / "a", refine_every=100).sweeps_per_refine == 2
+    assert _trainer(tmp_path / "b", refine_every=20).sweeps_per_refine == 1
+
+
+def test_visits_before_coarse_until_train_on_half_resolution_views(tmp_path: Path, one_thread) -> None:
+    views = Views()
+    trainer = _trainer(tmp_path / "work", views, sweeps=1, coarse_until=30)
+    trainer.train()
+    assert views.downscales == [2, 2, 1, 1]  # visits start at steps 0, 15, 30, 45
+    assert trainer.step == 60
