@@ -142,6 +142,9 @@ def test_seeded_segments_share_the_points_and_live_inside_their_segments() -> No
             assert (starts < 0).all() and (ends > 1).all()  # static
         else:
             assert (starts >= lo).all() and (ends <= hi).all()
+    (alone,) = seed_segments(_initial(), TimeTree(0), points_per_path=300).values()
+    starts, ends = lifespans(alone)  # a root without children starts like a leaf: inside [0, 1], not static
+    assert len(alone) == 300 and (starts >= 0).all() and (ends <= 1).all() and (ends - starts > 0.9).all()
 
 
 def test_streamed_training_learns_the_video_and_exports_exactly_what_it_trained(
