@@ -84,7 +84,7 @@ HOME = "_segment_level"
 """Name of the frozen per-Gaussian parameter that carries each Gaussian's segment level through densification."""
 ACCUMULATORS = ("acc/grad2d", "acc/count")
 """Per-Gaussian densification statistics kept in each segment's state between visits (`Density4DStrategy`'s
-grad2d and count sums), so a segment is densified on the gradients of all its visits in a sweep."""
+grad2d and count sums), so a segment is densified on the gradients of all its visits in a refinement period."""
 
 
 @dataclass
