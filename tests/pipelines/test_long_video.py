@@ -35,6 +35,14 @@ def _cfg(photos: Path, steps: int):
     )
 
 
+def _tiny_sample(folder: Path) -> Path:
+    """Two cameras at two times, 32×24: for runs that only need to start."""
+    sample = SampleConfig(
+        dynamic=True, layout="multiview", n_cameras=2, n_frames=2, width=32, height=24, n_points=200
+    )
+    return write_sample_scene(sample, folder, progress=False)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("long")
@@ -96,13 +104,7 @@ def test_schedule_picks_the_depth_from_the_capture_times_and_sweeps_from_the_ste
 
 
 def test_live_viewer_is_refused_for_streamed_training(tmp_path) -> None:
-    photos = write_sample_scene(
-        SampleConfig(
-            dynamic=True, layout="multiview", n_cameras=2, n_frames=2, width=32, height=24, n_points=200
-        ),
-        tmp_path / "photos",
-        progress=False,
-    )
+    photos = _tiny_sample(tmp_path / "photos")
     with pytest.raises(ValueError, match="live viewer"):
         reconstruct(SPEC, "long", "fast", _cfg(photos, 10), tmp_path / "s", torch.device("cpu"),
                     on_built=lambda p, s: None)  # fmt: skip
@@ -110,13 +112,7 @@ def test_live_viewer_is_refused_for_streamed_training(tmp_path) -> None:
 
 
 def test_a_stored_run_resumes_only_with_its_settings_and_overwrite_starts_over(tmp_path) -> None:
-    photos = write_sample_scene(
-        SampleConfig(
-            dynamic=True, layout="multiview", n_cameras=2, n_frames=2, width=32, height=24, n_points=200
-        ),
-        tmp_path / "photos",
-        progress=False,
-    )
+    photos = _tiny_sample(tmp_path / "photos")
     out, cpu = tmp_path / "scene", torch.device("cpu")
     reconstruct(SPEC, "long", "fast", _cfg(photos, 15), out, cpu, console=Console(quiet=True))
     with pytest.raises(SceneFolderError, match="different settings"):
