@@ -31,8 +31,9 @@ class StreamingConfig:
     """Move a Gaussian that outlives its segment up to the path segment holding its lifespan (False: it stays,
     drawn only inside its segment; promoting piles every leaf's copies into the shared coarse segments)."""
     densify: Literal["sweep", "visit"] = "sweep"
-    """sweep: each segment densified once per sweep (memory flat in the video's length); visit: the whole path
-    after every visit (coarse segments grow faster, and more in longer videos)."""
+    """sweep: each segment densified once per sweep, or per few sweeps when a sweep is shorter than
+    `strategy.refine_every` steps (memory flat in the video's length); visit: the whole path after every visit
+    (coarse segments grow faster, and more in longer videos)."""
 
     def depth_for(self, capture_times: int) -> int:
         if self.depth is not None:

@@ -418,8 +418,8 @@ class StreamedTrainer:
             strategy.accumulate(len(scene), strategy_state, result.info)
             loss, psnr = float(result.loss.detach()), result.logs.get("psnr", psnr)
             self.step += 1
-        # The segments this sweep leaves now (a suffix of the path, so a suffix of the rows) are densified on
-        # the gradients of all their visits in the sweep; the others keep accumulating.
+        # The segments this refinement period leaves now (a suffix of the path, so a suffix of the rows) are
+        # densified on the gradients of all their visits in the period; the others keep accumulating.
         level = self.leaving_level(self.visit) if self.cfg.densify == "sweep" else 0
         kept = sum(state_len(s) for s in states[:level])
         accumulated = [strategy_state[key][:kept].clone() for key in ("grad2d", "count")]
