@@ -4,10 +4,12 @@ This is the composition root: the one core module allowed to import `pipelines` 
 subcommands' `main()`.
 """
 
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import tyro
 
@@ -136,48 +138,43 @@ class Reconstruct:
         import dataclasses
 
         from pipelines import PIPELINES
-        from splat4d.config_io import ConfigError, with_override
-        from splat4d.reconstruct import reconstruct, resolve_device
+        from splat4d.config_io import with_override
+        from splat4d.errors import UsageError
+        from splat4d.reconstruct import check_run_settings, reconstruct, resolve_device
         from splat4d.strategy import STRATEGIES
 
         spec = PIPELINES[self.pipeline]
         if self.preset not in spec.presets:
-            print(
-                f"error: the {self.pipeline} pipeline has no preset {self.preset!r} "
-                f"(it has {', '.join(spec.presets)})",
-                file=sys.stderr,
+            raise UsageError(
+                f"--preset {self.preset}: the {self.pipeline} pipeline has no such preset "
+                f"(it has {', '.join(spec.presets)})"
             )
-            raise SystemExit(2)
+        if self.steps is not None and self.steps < 1:
+            raise UsageError(f"--steps: must be at least 1, got {self.steps}")
         cfg = spec.presets[self.preset]
         if self.strategy != "preset":
             if self.pipeline != "static":
-                print("error: --strategy applies to the static pipeline only", file=sys.stderr)
-                raise SystemExit(2)
+                raise UsageError("--strategy: applies to the static pipeline only")
             cfg = dataclasses.replace(cfg, strategy=STRATEGIES[self.strategy])
         if self.steps is not None:
             cfg = spec.with_steps(cfg, self.steps)
         if self.views is not None:
             if self.pipeline != "sparse":
-                print("error: --views applies to the sparse pipeline only", file=sys.stderr)
-                raise SystemExit(2)
+                raise UsageError("--views: applies to the sparse pipeline only")
             cfg = dataclasses.replace(cfg, views=self.views)
         if self.priors is not None:
             if self.pipeline == "sparse":
                 cfg = dataclasses.replace(cfg, priors=self.priors)
             elif self.priors.enabled:
-                print("error: --priors applies to the sparse pipeline only", file=sys.stderr)
-                raise SystemExit(2)
+                raise UsageError("--priors: applies to the sparse pipeline only")
         cfg = dataclasses.replace(
             cfg,
             data=dataclasses.replace(self.data, path=self.input),
             trainer=dataclasses.replace(cfg.trainer, progress=self.progress),
         )
         for assignment in self.set:
-            try:
-                cfg = with_override(cfg, assignment)
-            except ConfigError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
+            cfg = with_override(cfg, assignment)
+        check_run_settings(cfg)
         device = resolve_device(self.device)
         live = None
         if self.viewer:
@@ -188,18 +185,16 @@ class Reconstruct:
             )
             print(f"live viewer: {live.app.url}")
         try:
-            result = _run_reporting_errors(
-                lambda: reconstruct(
-                    spec,
-                    self.pipeline,
-                    self.preset,
-                    cfg,
-                    self.out,
-                    device,
-                    self.overwrite,
-                    callbacks=None if live is None else [live.training],
-                    on_built=None if live is None else live.on_built,
-                )
+            result = reconstruct(
+                spec,
+                self.pipeline,
+                self.preset,
+                cfg,
+                self.out,
+                device,
+                self.overwrite,
+                callbacks=None if live is None else [live.training],
+                on_built=None if live is None else live.on_built,
             )
         except BaseException:
             if live is not None:
@@ -249,7 +244,7 @@ class View:
         from viewer import SceneSource, ViewerApp, ViewerConfig, load_view_scene
 
         device = resolve_device(self.device)
-        scene = _run_reporting_errors(lambda: load_view_scene(self.scene, PIPELINES, device))
+        scene = load_view_scene(self.scene, PIPELINES, device)
         cfg = ViewerConfig(
             host=self.host, port=self.port, render_path=self.render_path, max_resolution=self.max_resolution
         )
@@ -273,7 +268,7 @@ class Eval:
         from splat4d.reconstruct import evaluate_scene, load_trained, resolve_device
 
         device = resolve_device(self.device)
-        trained = _run_reporting_errors(lambda: load_trained(self.scene, PIPELINES, device))
+        trained = load_trained(self.scene, PIPELINES, device)
         m = evaluate_scene(
             trained.pipeline, trained.scene, trained.cfg, self.scene, device, {"steps": trained.step}
         )
@@ -282,21 +277,35 @@ class Eval:
         )
 
 
-def _run_reporting_errors(fn):
-    """Bad input and interrupted runs end with one line on stderr (exit 2 and 130), not a traceback."""
-    from splat4d.data.base import DatasetError
-    from splat4d.io.ply import PlyError
-    from splat4d.reconstruct import SceneFolderError
+def run_reporting_errors(fn: Callable[[], Any]) -> Any:
+    """Run a command under the error policy (`splat4d.errors`): expected failures end in one line `error: ...` on
+    stderr and exit status 2, interrupted runs in one line and 130; bugs keep their traceback. With
+    SPLAT4D_DEBUG=1 expected failures show their traceback too."""
+    from splat4d.errors import EXIT_INTERRUPTED, EXIT_USER, UserError, describe_os_error, one_line
     from splat4d.trainer import TrainingInterrupted
 
+    debug = os.environ.get("SPLAT4D_DEBUG", "") not in ("", "0")
     try:
         return fn()
-    except (DatasetError, SceneFolderError, PlyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except UserError as exc:
+        if debug:
+            raise
+        _fail(str(exc), EXIT_USER)
     except TrainingInterrupted as exc:
-        print(f"\n{exc}; rerun the same command to resume", file=sys.stderr)
-        raise SystemExit(130) from None
+        _fail(f"{exc}; rerun the same command to resume", EXIT_INTERRUPTED, prefix="\n")
+    except KeyboardInterrupt as exc:
+        _fail(one_line(str(exc)) or "interrupted", EXIT_INTERRUPTED, prefix="\n")
+    except OSError as exc:
+        message = describe_os_error(exc)
+        if message is None or debug:
+            raise
+        _fail(message, EXIT_USER)
+
+
+def _fail(message: str, status: int, prefix: str = "") -> NoReturn:
+    label = "error: " if status != 130 else ""
+    print(f"{prefix}{label}{message}", file=sys.stderr)
+    raise SystemExit(status) from None
 
 
 def _with_pipelines(command: type) -> type:
@@ -306,7 +315,7 @@ def _with_pipelines(command: type) -> type:
     def main(self):
         from pipelines import PIPELINES
 
-        written = _run_reporting_errors(lambda: command.main(self, PIPELINES))
+        written = command.main(self, PIPELINES)
         for path in written if isinstance(written, list) else [written]:
             print(f"wrote {path}")
         return written
@@ -322,18 +331,35 @@ Export = (
 )
 """`splat4d export ply|video|mesh|hierarchy SCENE`."""
 
+@dataclass
+class ExportCommand:
+    """Write a scene as splat files (ply), a video along a camera path (video), a triangle mesh (mesh) or a
+    temporal hierarchy for streaming (hierarchy)."""
+
+    what: Annotated[Export, tyro.conf.OmitSubcommandPrefixes, tyro.conf.OmitArgPrefixes]
+
+    def main(self) -> Any:
+        return self.what.main()
+
+
 COMMANDS = {
     "sample": Sample,
     "demo": Demo,
     "reconstruct": Reconstruct,
     "eval": Eval,
     "view": View,
-    "export": Export,
+    "export": ExportCommand,
     "eval-mesh": EvalMesh,
 }
 
 
 def entrypoint() -> None:
-    tyro.extras.subcommand_cli_from_dict(
+    """`splat4d`: parse the command line (tyro: bad flags exit with status 2), then run the command under the error
+    policy, SIGTERM stopping it as Ctrl-C does."""
+    from splat4d.interrupts import terminate_as_interrupt
+
+    command = tyro.extras.subcommand_cli_from_dict(
         COMMANDS, description="splat4d: photos and videos to Gaussian splats."
-    ).main()
+    )
+    with terminate_as_interrupt():
+        run_reporting_errors(command.main)

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from splat4d.errors import UserError
+
 
 def to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -33,7 +35,7 @@ def to_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A stored config does not match the code's config classes."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import trimesh
 import tyro
 
+from splat4d.errors import UserError
 from splat4d.io.atomic import atomic_write_text
 
 DEFAULT_SAMPLES = 200_000
@@ -159,7 +160,7 @@ class EvalMesh:
                 pred, gt = crop_mesh(pred, self.crop), crop_mesh(gt, self.crop)
             metrics = compare_meshes(pred, gt, self.threshold, self.samples, self.seed)
         except (OSError, ValueError) as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise UserError(str(exc)) from None
         print(
             f"{self.mesh}: F-score {metrics.fscore:.3f} (precision {metrics.precision:.3f}, recall "
             f"{metrics.recall:.3f}) at τ = {metrics.threshold:.4g}; Chamfer {metrics.chamfer:.4g} "

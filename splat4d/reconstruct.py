@@ -24,16 +24,26 @@ from splat4d.config_io import from_dict, to_dict, to_yaml
 from splat4d.data import load_scene
 from splat4d.data.base import DatasetError, SceneData
 from splat4d.data.dataset import ImageDataset
+from splat4d.errors import UsageError
 from splat4d.evaluate import evaluate
 from splat4d.gaussians import Gaussians4D
 from splat4d.initialization import scene_scale
 from splat4d.io.atomic import atomic_write_text
-from splat4d.io.checkpoint import latest_checkpoint, load_checkpoint
+from splat4d.io.checkpoint import CheckpointError, latest_checkpoint, load_latest_checkpoint
 from splat4d.io.ply import write_ply, write_ply_4d
 from splat4d.pipeline import Pipeline, PipelineSpec, load_params
+from splat4d.scene_folder import (
+    CONFIG_FILE,
+    SceneFolderError,
+    check_output_folder,
+    claim,
+    clear_outputs,
+    is_empty,
+    is_scene,
+    read_record,
+)
 from splat4d.trainer import Trainer
 
-CONFIG_FILE = "config.yaml"
 _RESUME_IGNORED = {
     ("config", "trainer", "steps"),
     ("config", "trainer", "progress"),
@@ -42,16 +52,12 @@ _RESUME_IGNORED = {
 """Settings that may change between a run and its resumption."""
 
 
-class SceneFolderError(ValueError):
-    """The output folder cannot be used as asked; the message says why and what to do."""
-
-
 def resolve_device(device: str) -> torch.device:
     """ "auto" → CUDA when this torch has it and a GPU is present, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.version.cuda and torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not (torch.version.cuda and torch.cuda.is_available()):
-        raise SystemExit("--device cuda: this torch build has no CUDA or no GPU is visible")
+        raise UsageError("--device cuda: this torch build has no CUDA or no GPU is visible; use --device cpu")
     return torch.device(device)
 
 
@@ -74,25 +80,52 @@ def _differences(a: Any, b: Any, prefix: tuple[str, ...] = ()) -> list[str]:
     return [] if a == b else [".".join(prefix)]
 
 
+def check_run_settings(cfg: Any) -> None:
+    """Refuse settings no run can use, naming the flag: before anything is read or written.
+
+    Raises:
+        UsageError: a count or size out of its range (steps, downscale, SfM and video settings).
+    """
+    checks = [
+        ("--steps", cfg.trainer.steps, cfg.trainer.steps >= 1, "must be at least 1"),
+        ("--data.downscale", cfg.data.downscale, cfg.data.downscale >= 1, "must be a positive integer"),
+        ("--data.test-every", cfg.data.test_every, cfg.data.test_every >= 0, "must be 0 (no test split) or more"),
+        ("--data.video.fps", cfg.data.video.fps, cfg.data.video.fps > 0, "must be positive"),
+        ("--data.video.max-frames", cfg.data.video.max_frames, cfg.data.video.max_frames >= 1, "must be positive"),
+        ("--data.sfm.max-num-features", cfg.data.sfm.max_num_features, cfg.data.sfm.max_num_features >= 1,
+         "must be positive"),
+        ("--data.sfm.max-image-size", cfg.data.sfm.max_image_size, cfg.data.sfm.max_image_size >= 1,
+         "must be positive"),
+        ("--data.sfm.min-registered-fraction", cfg.data.sfm.min_registered_fraction,
+         0.0 <= cfg.data.sfm.min_registered_fraction <= 1.0, "must be in [0, 1]"),
+        ("--data.multiview.frame-step", cfg.data.multiview.frame_step, cfg.data.multiview.frame_step >= 1,
+         "must be a positive integer"),
+        ("--trainer.checkpoint-every", cfg.trainer.checkpoint_every, cfg.trainer.checkpoint_every >= 1,
+         "must be at least 1"),
+    ]  # fmt: skip
+    for flag, value, ok, rule in checks:
+        if not ok:
+            raise UsageError(f"{flag}: {rule}, got {value}")
+    views = getattr(cfg, "views", None)
+    if views is not None and views < 1:
+        raise UsageError(f"--views: must be at least 1, got {views}")
+
+
 def prepare_output(
     out: Path, record: dict[str, Any], overwrite: bool, state_folders: tuple[str, ...] = ()
 ) -> bool:
-    """Check that `out` may hold this run and write its config. Returns True when a run is to be resumed: a
-    checkpoint, or files in one of `state_folders` (a pipeline's own training state, `PipelineSpec`); with
-    `overwrite`, those are removed instead."""
+    """Check that `out` may hold this run (`splat4d.scene_folder`: absent, empty or a splat4d scene), claim it
+    and write its config. Returns True when a run is to be resumed: a checkpoint, or files in one of
+    `state_folders` (a pipeline's own training state, `PipelineSpec`); with `overwrite`, what splat4d wrote there
+    is removed instead."""
     out = Path(out)
     config_path = out / CONFIG_FILE
-    if out.exists() and not out.is_dir():
-        raise SceneFolderError(f"{out}: exists and is not a folder")
+    check_output_folder(out)
     resumable = latest_checkpoint(out / "checkpoints") is not None or any(
         (out / name).is_dir() and any((out / name).iterdir()) for name in state_folders
     )
-    if out.is_dir() and any(out.iterdir()) and not config_path.is_file() and not overwrite:
-        raise SceneFolderError(f"{out}: folder is not empty and is not a splat4d scene; choose another -o")
-    if config_path.is_file() and resumable and not overwrite:
-        import yaml
-
-        stored = yaml.safe_load(config_path.read_text())
+    if is_scene(out) and resumable and not overwrite:
+        stored = read_record(out)
         diffs = _differences(
             {k: v for k, v in stored.items() if k != "splat4d_version"},
             {k: v for k, v in record.items() if k != "splat4d_version"},
@@ -102,15 +135,9 @@ def prepare_output(
                 f"{out}: holds a run with different settings ({', '.join(diffs[:4])}); "
                 "rerun with the same settings to resume, or pass --overwrite to start over"
             )
+    claim(out, splat4d.__version__)
     if overwrite:
-        for sub in ("checkpoints", "eval"):
-            for f in (out / sub).glob("*") if (out / sub).is_dir() else []:
-                f.unlink()
-        for name in ("log.jsonl", "metrics.json", "point_cloud.ply"):
-            (out / name).unlink(missing_ok=True)
-        for name in state_folders:
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
+        clear_outputs(out, state_folders)
         resumable = False
     atomic_write_text(config_path, to_yaml(record))
     return resumable
@@ -171,8 +198,14 @@ def reconstruct(
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=Path(cfg.data.path).resolve()))
     if not cfg.data.path.exists():
         raise DatasetError(f"{cfg.data.path}: does not exist")
-    resuming = prepare_output(out, _record(pipeline_name, preset, cfg), overwrite, spec.state_folders)
-    scene = _load_scene(spec, cfg, out / "cache")
+    created = not out.exists() or is_empty(out)
+    try:
+        resuming = prepare_output(out, _record(pipeline_name, preset, cfg), overwrite, spec.state_folders)
+        scene = _load_scene(spec, cfg, out / "cache")
+    except BaseException:
+        if created:  # the folder was made (or was empty) for this run: leave nothing half-made behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     console.print(
         f"{cfg.data.path}: {len(scene.cameras)} images ({len(scene.train_indices)} train, "
         f"{len(scene.test_indices)} test) at {scene.cameras.width}×{scene.cameras.height}, "
@@ -236,35 +269,37 @@ class TrainedScene:
         """Exit with a one-line error when the scene is streamed (the long pipeline's hierarchy): `what` (an
         export) needs every Gaussian at once, which a streamed scene never holds."""
         if getattr(self.pipeline, "stream", None) is not None:
-            raise SystemExit(
-                f"error: {out}: a {self.pipeline_name} scene is a temporal hierarchy streamed from "
+            raise UsageError(
+                f"{out}: a {self.pipeline_name} scene is a temporal hierarchy streamed from "
                 f"{Path(out) / 'hierarchy'}; {what} needs the whole scene in memory (view it, or export video)"
             )
 
 
 def load_trained(out: Path, pipelines: dict[str, PipelineSpec], device: torch.device) -> TrainedScene:
     """Rebuild the pipeline of scene folder `out` with the parameters of its newest checkpoint."""
-    import yaml
-
     out = Path(out)
     config_path = out / CONFIG_FILE
-    if not config_path.is_file():
-        raise SceneFolderError(f"{out}: no {CONFIG_FILE}; not a scene made by `splat4d reconstruct`")
-    record = yaml.safe_load(config_path.read_text())
+    record = read_record(out)
     name, preset = record.get("pipeline"), record.get("preset")
     if name not in pipelines:
         raise SceneFolderError(f"{config_path}: unknown pipeline {name!r}")
     spec = pipelines[name]
-    cfg = from_dict(type(next(iter(spec.presets.values()))), record["config"], str(config_path))
+    try:
+        cfg = from_dict(type(next(iter(spec.presets.values()))), record["config"], str(config_path))
+    except (TypeError, ValueError) as exc:
+        raise SceneFolderError(f"{config_path}: settings do not fit the {name} pipeline ({exc})") from None
     if spec.load is not None:
         scene = _load_scene(spec, cfg, out / "cache")
         pipeline, step = spec.load(cfg, scene, out, device)
         return TrainedScene(name, preset, cfg, scene, pipeline, step)
-    checkpoint = latest_checkpoint(out / "checkpoints")
-    if checkpoint is None:
+    found = load_latest_checkpoint(out / "checkpoints")
+    if found is None:
         raise SceneFolderError(f"{out}: no checkpoint yet; train it with `splat4d reconstruct` first")
+    path, payload = found
     scene = _load_scene(spec, cfg, out / "cache")
     pipeline = spec.build(cfg, scene, device)
-    payload = load_checkpoint(checkpoint)
-    load_params(pipeline.gaussians.params, payload["params"])
+    try:
+        load_params(pipeline.gaussians.params, payload["params"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: does not fit the scene's {name} pipeline ({exc})") from exc
     return TrainedScene(name, preset, cfg, scene, pipeline, int(payload["step"]))

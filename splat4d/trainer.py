@@ -22,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from splat4d.data.dataset import ImageDataset, TrainSampler
 from splat4d.io.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
+    CheckpointError,
+    load_latest_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -109,6 +109,7 @@ class Trainer:
         self.seconds = 0.0
         self._coarse: ImageDataset | None = None
         self._bound: ImageDataset | None = None
+        self.resumed_from: Path | None = None
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -128,21 +129,28 @@ class Trainer:
 
     def resume(self) -> bool:
         """Restore the newest checkpoint in `out_dir/checkpoints`, if any. Returns whether one was loaded."""
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is None:
+        found = load_latest_checkpoint(self.checkpoint_dir, set_aside=True)
+        if found is None:
             return False
-        payload = load_checkpoint(path)
+        path, payload = found
         params = self.pipeline.gaussians.params
-        load_params(params, payload["params"])
-        self.optimizers = build_optimizers(params, self.optim_cfg, self.scene_scale)
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(payload["optimizers"][name])
-        device = next(iter(params.values())).device
-        self.strategy_state = _to_device(payload["strategy_state"], device)
-        self.sampler.load_state_dict(payload["sampler"])
-        set_rng_state(payload["rng"])
+        try:
+            load_params(params, payload["params"])
+            self.optimizers = build_optimizers(params, self.optim_cfg, self.scene_scale)
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(payload["optimizers"][name])
+            device = next(iter(params.values())).device
+            self.strategy_state = _to_device(payload["strategy_state"], device)
+            self.sampler.load_state_dict(payload["sampler"])
+            set_rng_state(payload["rng"])
+            self.seconds = float(payload["seconds"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{path}: does not fit this run ({type(exc).__name__}: {exc}); "
+                "rerun with --overwrite to start over"
+            ) from exc
         self.step = int(payload["step"])
-        self.seconds = float(payload["seconds"])
+        self.resumed_from = path
         return True
 
     # -- the loop -------------------------------------------------------------------------------------------------
@@ -192,7 +200,7 @@ class Trainer:
         """Train to `cfg.steps`, resuming from the newest checkpoint when there is one."""
         torch.manual_seed(self.cfg.seed)
         if self.resume():
-            self.console.print(f"resuming from step {self.step} ({latest_checkpoint(self.checkpoint_dir)})")
+            self.console.print(f"resuming from step {self.step} ({self.resumed_from})")
         start_step = self.step
         if self.step >= self.cfg.steps:
             return TrainResult(self.step, self.seconds, len(self.pipeline.gaussians))

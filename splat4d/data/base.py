@@ -7,9 +7,10 @@ import numpy as np
 import torch
 
 from splat4d.cameras import Cameras
+from splat4d.errors import UserError
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset file is missing or malformed; the message names the file and the problem in one line."""
 
 

@@ -28,6 +28,8 @@ from jaxtyping import Float, UInt8
 from rich.progress import track
 from skimage import data as skdata
 
+from splat4d.errors import UserError
+
 ROOM_HALF_WIDTH = 4.0
 """The room is the box [-4, 4] × [-4, 4] × [0, ROOM_HEIGHT], metres."""
 ROOM_HEIGHT = 3.0
@@ -563,12 +565,16 @@ def _sample_points(layout: SceneLayout, n: int, seed: int) -> tuple[np.ndarray, 
     return points, np.round(np.clip(colours, 0, 1) * 255).astype(np.uint8)
 
 
+class SampleError(UserError):
+    """A sample scene cannot be made as asked (bad settings or recipe, an output folder in the way)."""
+
+
 def _validate(cfg: SampleConfig) -> None:
     for f in fields(cfg):
         value, default = getattr(cfg, f.name), f.default
         expected = (int, float) if isinstance(default, float) else type(default)
         if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
-            raise ValueError(f"{f.name} must be a {type(default).__name__}, got {value!r}")
+            raise SampleError(f"{f.name} must be a {type(default).__name__}, got {value!r}")
     checks = {
         "layout must be 'monocular' or 'multiview'": cfg.layout in ("monocular", "multiview"),
         "width and height must be at least 8": min(cfg.width, cfg.height) >= 8,
@@ -581,36 +587,57 @@ def _validate(cfg: SampleConfig) -> None:
     }
     for message, ok in checks.items():
         if not ok:
-            raise ValueError(message)
+            raise SampleError(message)
 
 
 def load_recipe(path: Path) -> SampleConfig:
-    """Reads a JSON recipe (an object of SampleConfig fields); unknown keys or bad values raise ValueError."""
+    """Reads a JSON recipe (an object of SampleConfig fields); unknown keys or bad values raise SampleError."""
     path = Path(path)
-    recipe = json.loads(path.read_text())
+    try:
+        recipe = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SampleError(f"{path}: recipe not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SampleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(recipe, dict):
-        raise ValueError(f"{path}: a recipe is a JSON object of SampleConfig fields")
+        raise SampleError(f"{path}: a recipe is a JSON object of SampleConfig fields")
     known = [f.name for f in fields(SampleConfig)]
     for key in recipe:
         if key not in known:
-            raise ValueError(f"{path}: unknown key {key!r}; known keys: {', '.join(known)}")
+            raise SampleError(f"{path}: unknown key {key!r}; known keys: {', '.join(known)}")
     floats = {f.name for f in fields(SampleConfig) if isinstance(f.default, float)}
     recipe = {k: float(v) if k in floats and type(v) is int else v for k, v in recipe.items()}
     try:
         cfg = SampleConfig(**recipe)  # a TypeError here when a runtime type checker wraps dataclasses
         _validate(cfg)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise SampleError(f"{path}: {e}") from e
     return cfg
 
 
 _OUTPUTS = ("images", "depth", "transforms.json", "mesh.ply", "points3d.ply")
 
 
+def _is_sample_scene(out_dir: Path) -> bool:
+    """Whether `out_dir` holds a sample scene this module wrote (its transforms.json names the generator)."""
+    try:
+        meta = json.loads((out_dir / "transforms.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and (meta.get("splat4d") or {}).get("generator") == "splat4d.data.synthetic"
+
+
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SampleError(f"{out_dir}: exists and is not a folder; choose another output folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not _is_sample_scene(out_dir):
+            raise SampleError(
+                f"{out_dir}: folder is not empty and holds no sample scene; splat4d never writes into it, "
+                "choose another output folder"
+            )
         if not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True to replace its sample scene")
+            raise SampleError(f"{out_dir}: holds a sample scene already; pass --overwrite to replace it")
         for name in _OUTPUTS:
             target = out_dir / name
             if target.is_dir():

@@ -14,6 +14,7 @@ from typing import Annotated
 import torch
 import tyro
 
+from splat4d.errors import UsageError
 from splat4d.gaussians import Gaussians4D
 from splat4d.hierarchy import MANIFEST_NAME, build, save_hierarchy
 from splat4d.pipeline import PipelineSpec
@@ -54,25 +55,25 @@ class HierarchyExport:
         from splat4d.reconstruct import load_trained
 
         out = self.output_path()
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: is a file; a hierarchy is a folder, name a folder")
         if out.exists() and any(out.iterdir()):
             if not self.overwrite:
-                raise SystemExit(f"error: {out} exists; pass --overwrite")
+                raise UsageError(f"--out {out}: exists; pass --overwrite to replace it")
             if not (out / MANIFEST_NAME).is_file():
-                raise SystemExit(
-                    f"error: {out} holds files that are not a splat4d hierarchy; not replacing it"
+                raise UsageError(
+                    f"--out {out}: holds files that are not a splat4d hierarchy; not replacing it"
                 )
         trained = load_trained(self.scene, dict(pipelines), torch.device("cpu"))
         trained.refuse_streamed(self.scene, "export hierarchy")
         gaussians = trained.pipeline.gaussians
         if not isinstance(gaussians, Gaussians4D):
-            raise SystemExit(
-                f"error: {self.scene}: a static scene has no time to split; export hierarchy needs 4D"
-            )
+            raise UsageError(f"{self.scene}: a static scene has no time to split; export hierarchy needs 4D")
         times = trained.scene.cameras.times
         frames = 1 if times is None else len(torch.unique(times))
         depth = default_depth(frames) if self.depth is None else self.depth
         if not 0 <= depth <= MAX_DEPTH:
-            raise SystemExit(f"error: --depth must be in 0..{MAX_DEPTH}, got {depth}")
+            raise UsageError(f"--depth: must be in 0..{MAX_DEPTH}, got {depth}")
         hierarchy = build(gaussians, depth)
         manifest = save_hierarchy(out, hierarchy)  # replaces an earlier hierarchy there atomically
         stored = sum(hierarchy.counts().values())

@@ -20,10 +20,11 @@ import trimesh
 import tyro
 
 from splat4d.cameras import Cameras
+from splat4d.errors import UsageError
 from splat4d.export.tsdf import TSDFVolume, fuse_open3d, keep_largest_components
 from splat4d.gaussians import Gaussians
 from splat4d.initialization import look_at_point
-from splat4d.io.atomic import atomic_write_bytes
+from splat4d.io.atomic import atomic_write_bytes, check_output_file
 
 if TYPE_CHECKING:
     from splat4d.pipeline import Pipeline, PipelineSpec
@@ -87,24 +88,20 @@ class MeshExport:
     def main(self, pipelines: "dict[str, PipelineSpec]") -> Path:
         """Run the export. `pipelines` is the `pipelines.PIPELINES` registry (passed in by the CLI, which is the
         only core module allowed to import it)."""
-        from splat4d.reconstruct import SceneFolderError, load_trained, resolve_device
+        from splat4d.reconstruct import load_trained, resolve_device
 
         out = self.output_path()
         if out.suffix.lower() not in MESH_SUFFIXES:
-            raise SystemExit(f"error: {out}: unknown mesh format; use one of {', '.join(MESH_SUFFIXES)}")
-        if out.exists() and not self.overwrite:
-            raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
+            raise UsageError(f"--out {out}: unknown mesh format; use one of {', '.join(MESH_SUFFIXES)}")
+        check_output_file(out, self.overwrite)
         device = resolve_device(self.device)
-        try:
-            trained = load_trained(self.scene, pipelines, device)
-        except SceneFolderError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        trained = load_trained(self.scene, pipelines, device)
         trained.refuse_streamed(self.scene, "export mesh")
         scene = trained.scene
         indices = scene.train_indices or list(range(len(scene.cameras)))
         mesh = extract_mesh(trained.pipeline, scene.subset(indices).to(device), self)
         if len(mesh.faces) == 0:
-            raise SystemExit(f"error: {self.scene}: no surface found (try --bounds, --min-alpha or --depth)")
+            raise UsageError(f"{self.scene}: no surface found; try --bounds, --min-alpha or --depth")
         data = mesh.export(file_type=out.suffix.lower()[1:])
         atomic_write_bytes(out, data.encode() if isinstance(data, str) else data)
         print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces")

@@ -15,8 +15,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 import cuda_rasterizer as cr
+from splat4d.errors import UsageError
 from splat4d.gaussians import Gaussians, Gaussians4D
 from splat4d.geometry import rotmat_to_quat
+from splat4d.io.atomic import check_output_file
 from splat4d.io.ply import write_ply, write_ply_4d
 from splat4d.io.splat import write_splat
 from splat4d.pipeline import PipelineSpec
@@ -86,11 +88,6 @@ def frame_times(n: int) -> list[float]:
     return [i / (n - 1) for i in range(n)]
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise SystemExit(f"error: {path} exists; pass --overwrite")
-
-
 @dataclass
 class PlyExport:
     """Write a scene's Gaussians as a splat file: the 3DGS PLY (most viewers), the compact .splat (antimatter15's
@@ -139,10 +136,12 @@ def export_splats(
     out = Path(out)
     is_4d = isinstance(gaussians, Gaussians4D)
     if times and not is_4d:
-        raise SystemExit("error: --times needs a 4D scene; this one is static")
+        raise UsageError("--times: needs a 4D scene; this one is static")
     frames = [out.parent / f"frame_{i:04d}.ply" for i in range(times)]
+    if times < 0:
+        raise UsageError(f"--times: must be 0 or more, got {times}")
     for path in (out, *frames):
-        _refuse_existing(path, overwrite)
+        check_output_file(path, overwrite)
     if format == "splat":
         write_splat(out, slice_to_gaussians(gaussians, 0.5) if is_4d else gaussians)
     elif is_4d:

@@ -6,6 +6,7 @@
 """
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -18,6 +19,7 @@ import torch
 import tyro
 
 from splat4d.cameras import Cameras
+from splat4d.errors import UsageError
 from splat4d.evaluate import colorize_depth
 from splat4d.export.camera_path import (
     interpolate_path,
@@ -27,12 +29,14 @@ from splat4d.export.camera_path import (
     spiral_path,
 )
 from splat4d.gaussians import Gaussians4D
-from splat4d.io.atomic import apply_default_permissions
+from splat4d.io.atomic import apply_default_permissions, check_output_file
 from splat4d.pipeline import PipelineSpec
 from splat4d.render import RenderOutput
 
 RenderMode = Literal["rgb", "depth", "side-by-side"]
 PathKind = Literal["orbit", "spiral", "interpolate", "camera-path"]
+_FRAME_NAME = re.compile(r"^frame_\d{5}\.png$")
+"""The names `write_pngs` gives frames."""
 
 
 def even(n: int) -> int:
@@ -121,6 +125,30 @@ def write_mp4(frames: Iterable[np.ndarray], out: Path, fps: float | int) -> int:
     return count
 
 
+def check_frames_folder(folder: Path, overwrite: bool) -> None:
+    """Refuse a PNG frames folder that exists (without `overwrite`) or holds anything but frames written by
+    `write_pngs` (never replaced, even with `overwrite`), or is a file.
+
+    Raises:
+        UsageError: naming the folder.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise UsageError(
+            f"{folder}: is a file where the PNG frames folder goes; move it or choose another --out"
+        )
+    if not overwrite:
+        raise UsageError(f"{folder}: exists; pass --overwrite to replace it")
+    foreign = [p.name for p in folder.iterdir() if not _FRAME_NAME.match(p.name)]
+    if foreign:
+        raise UsageError(
+            f"{folder}: holds files that are not video frames ({foreign[0]}, ...); not replacing it, choose "
+            "another --out"
+        )
+
+
 def write_pngs(frames: Iterable[np.ndarray], folder: Path) -> int:
     """Write frames as folder/frame_00000.png, ...: into a temporary folder beside it, renamed into place at the
     end (an existing `folder` is replaced). Returns the number of frames."""
@@ -201,12 +229,14 @@ class VideoExport:
         from splat4d.reconstruct import load_trained, resolve_device
 
         mp4_path, png_dir = self.output_paths()
+        self.check_flags()
+        if not self.mp4 and not self.pngs:
+            raise UsageError("--no-mp4: nothing to write; drop --no-mp4 or pass --pngs")
+        if self.mp4:
+            check_output_file(mp4_path, self.overwrite)
+        if self.pngs:
+            check_frames_folder(png_dir, self.overwrite)
         targets = ([mp4_path] if self.mp4 else []) + ([png_dir] if self.pngs else [])
-        if not targets:
-            raise SystemExit("error: nothing to write; drop --no-mp4 or pass --pngs")
-        for target in targets:
-            if target.exists() and not self.overwrite:
-                raise SystemExit(f"error: {target} exists; pass --overwrite")
         trained = load_trained(self.scene, dict(pipelines), resolve_device(self.device))
         scene = trained.scene
         train = scene.cameras[torch.tensor(scene.train_indices or list(range(len(scene.cameras))))]
@@ -229,6 +259,21 @@ class VideoExport:
             write_pngs(frames, png_dir)
         return targets
 
+    def check_flags(self) -> None:
+        """Refuse flag values no video can be made with, naming the flag.
+
+        Raises:
+            UsageError: a non-positive frame count, size or frame rate; a missing camera path file.
+        """
+        for flag, value, least in (("--frames", self.frames, 1), ("--width", self.width, 2),
+                                   ("--height", self.height, 2), ("--fps", self.fps, 1)):  # fmt: skip
+            if value is not None and value < least:
+                raise UsageError(f"{flag}: must be at least {least}, got {value}")
+        if self.path == "camera-path" and self.camera_path_json is None:
+            raise UsageError("--path camera-path: needs --camera-path-json FILE")
+        if self.fixed_camera is not None and not self.time_sweep:
+            raise UsageError("--fixed-camera: applies with --time-sweep only")
+
     def build_path(self, train: Cameras) -> tuple[Cameras, list[float | None], float]:
         """The path's cameras (at an even size), the time of each frame (None: static) and the frame rate."""
         width = even(self.width or train.width)
@@ -244,7 +289,7 @@ class VideoExport:
             cameras = interpolate_path(train, keys, self.frames, width, height)
         else:
             if self.camera_path_json is None:
-                raise SystemExit("error: --path camera-path needs --camera-path-json FILE")
+                raise UsageError("--path camera-path: needs --camera-path-json FILE")
             imported = load_nerfstudio_camera_path(self.camera_path_json, self.width, self.height)
             fps = float(self.fps or imported.fps)
             file_times = imported.cameras.times
@@ -252,6 +297,10 @@ class VideoExport:
         n = len(cameras)
         if self.time_sweep:
             if self.fixed_camera is not None:
+                if not 0 <= self.fixed_camera < len(train):
+                    raise UsageError(
+                        f"--fixed-camera: {self.fixed_camera} is not a training camera (0..{len(train) - 1})"
+                    )
                 cameras = resized(train[self.fixed_camera], width, height)[torch.zeros(n, dtype=torch.long)]
             times: list[float | None] = [i / max(n - 1, 1) for i in range(n)]
         elif file_times is not None:

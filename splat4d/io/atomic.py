@@ -15,9 +15,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
         apply_default_permissions(Path(tmp))
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a full disk: name the file being written, so the error says which
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_file(path: Path, overwrite: bool, flag: str = "--out") -> None:
+    """Refuse, before any work, an output file that cannot be written as asked: a folder, or an existing file
+    without `overwrite`.
+
+    Raises:
+        UsageError: naming `flag` and the path.
+    """
+    from splat4d.errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; name a file (it is never replaced by one)")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{flag} {path}: exists; pass --overwrite to replace it")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

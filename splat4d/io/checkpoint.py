@@ -7,11 +7,13 @@ written atomically (`checkpoints/step-000500.pt`) and only the newest `keep` are
 
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from splat4d.errors import UserError, report_warning
 from splat4d.io.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
@@ -47,14 +49,80 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
     return path
 
 
+class CheckpointError(UserError):
+    """A checkpoint file cannot be used (unreadable, truncated, of another format, with non-finite parameters)."""
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The payload of the checkpoint `path`, checked: a mapping with a non-negative `step` and finite `params`.
+
+    Raises:
+        CheckpointError: naming the file, when it is unreadable (empty, truncated, not a checkpoint), of another
+            format version, or holds parameters that are not finite tensors.
+    """
+    path = Path(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    except Exception as exc:  # torch raises many types for damaged files (EOFError, RuntimeError, pickle errors)
+        reason = "empty file" if path.is_file() and path.stat().st_size == 0 else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a splat4d checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {payload.get('format_version')} is not {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint format {payload.get('format_version')} is not {FORMAT_VERSION}"
+        )
+    step = payload.get("step")
+    if not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: no valid step number in the checkpoint")
+    params = payload.get("params")
+    if params is not None:
+        if not isinstance(params, dict) or not all(isinstance(v, torch.Tensor) for v in params.values()):
+            raise CheckpointError(f"{path}: its parameters are not tensors")
+        bad = [name for name, value in params.items() if not torch.isfinite(value).all()]
+        if bad:
+            raise CheckpointError(f"{path}: non-finite values in {', '.join(sorted(bad))}")
     return payload
+
+
+def load_latest_checkpoint(
+    directory: Path,
+    map_location: str | torch.device = "cpu",
+    set_aside: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint in `directory` and its payload, or None when there is none at all.
+
+    An unreadable newer checkpoint (a disk that filled up, a file damaged by hand) is skipped for the previous
+    one, with a one-line warning through `warn` (default: `splat4d.errors.report_warning`). With `set_aside` (a
+    run that resumes and will write new checkpoints), a skipped file is renamed `<name>.corrupt`: kept for the
+    user, no longer taken for the newest checkpoint.
+
+    Raises:
+        CheckpointError: there are checkpoints but none is readable.
+    """
+    warn = warn or report_warning
+    skipped: list[CheckpointError] = []
+    paths = list_checkpoints(directory)
+    for path in reversed(paths):
+        try:
+            payload = load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            skipped.append(exc)
+            continue
+        for exc, bad in zip(skipped, reversed(paths), strict=False):
+            kept = ""
+            if set_aside:
+                bad.replace(bad.with_name(bad.name + ".corrupt"))
+                kept = f", set aside as {bad.name}.corrupt"
+            warn(f"{exc}; using the previous checkpoint {path.name}{kept}")
+        return path, payload
+    if skipped:
+        raise CheckpointError(
+            f"{directory}: none of its {len(paths)} checkpoints is readable ({skipped[0]}); "
+            "rerun `splat4d reconstruct` with --overwrite to train again"
+        )
+    return None
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import trimesh
 
-from splat4d.data.synthetic import SampleConfig, _views, load_recipe, scene_mesh_at, write_sample_scene
+from splat4d.data.synthetic import (
+    SampleConfig,
+    SampleError,
+    _views,
+    load_recipe,
+    scene_mesh_at,
+    write_sample_scene,
+)
 
 SMALL = {"width": 96, "height": 72, "n_points": 500}
 RECIPES = Path(__file__).parents[2] / "assets" / "samples"
@@ -218,7 +225,7 @@ def test_same_seed_writes_identical_files_and_another_seed_changes_the_scene(tmp
 def test_refuses_a_non_empty_folder_unless_overwriting(tmp_path: Path):
     cfg = SampleConfig(width=48, height=36, n_views=3, n_points=100)
     write_sample_scene(cfg, tmp_path, progress=False)
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(SampleError, match="holds a sample scene already"):
         write_sample_scene(cfg, tmp_path, progress=False)
     write_sample_scene(SampleConfig(**{**vars(cfg), "n_views": 2}), tmp_path, progress=False, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["frame_00000.png", "frame_00001.png"]
