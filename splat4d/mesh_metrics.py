@@ -53,10 +53,23 @@ class MeshMetrics:
 
 
 def load_mesh(path: Path) -> trimesh.Trimesh:
-    """A mesh file (.ply, .obj, .glb, ...) as one Trimesh (scenes are concatenated)."""
-    loaded = trimesh.load(Path(path), force="mesh", process=False)
-    if not isinstance(loaded, trimesh.Trimesh):
-        raise ValueError(f"{path}: not a triangle mesh")
+    """A mesh file (.ply, .obj, .glb, ...) as one Trimesh (scenes are concatenated).
+
+    Raises:
+        UserError: naming the file, when it is missing, unreadable, not a triangle mesh or holds non-finite
+            vertices.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: mesh file not found")
+    try:
+        loaded = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # trimesh's loaders raise many types for damaged files
+        raise UserError(f"{path}: not a readable mesh ({type(exc).__name__}: {exc})") from None
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise UserError(f"{path}: not a triangle mesh (no faces)")
+    if not np.isfinite(loaded.vertices).all():
+        raise UserError(f"{path}: has non-finite vertex coordinates")
     return loaded
 
 

@@ -22,7 +22,7 @@ from splat4d.data.base import DatasetError, SceneData
 from splat4d.data.dataset import Batch, ImageDataset
 from splat4d.gaussians import Gaussians4D
 from splat4d.hierarchy import MANIFEST_NAME, HierarchicalScene
-from splat4d.hierarchy.segment_store import STATE_NAME
+from splat4d.hierarchy.segment_store import STATE_NAME, load_state_file
 from splat4d.hierarchy.training import HierarchyTrainConfig, StreamedTrainer
 from splat4d.hierarchy.tree import TimeTree
 from splat4d.initialization import init_gaussians_4d, scene_scale
@@ -152,5 +152,5 @@ def load(
     folder = Path(out) / HIERARCHY
     if not (folder / MANIFEST_NAME).is_file():
         raise SceneFolderError(f"{out}: no trained hierarchy yet; train it with `splat4d reconstruct` first")
-    state = torch.load(Path(out) / STORE / STATE_NAME, map_location="cpu", weights_only=True)
+    state = load_state_file(Path(out) / STORE / STATE_NAME)
     return StreamedPipeline(HierarchicalScene(folder, device), _settings(cfg, scene)), int(state["step"])

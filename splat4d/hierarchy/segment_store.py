@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from splat4d.errors import UserError
 from splat4d.hierarchy.cache import LRUCache
 from splat4d.hierarchy.tree import Segment, TimeTree
 from splat4d.io.atomic import atomic_write_bytes
@@ -42,6 +43,30 @@ def state_nbytes(state: SegmentState) -> int:
 
 def state_len(state: SegmentState) -> int:
     return next(iter(state.values())).shape[0]
+
+
+class StoreError(UserError):
+    """A file of a streamed-training store is missing or unreadable; the message names it."""
+
+
+def load_state_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A file of the store (`state.pt` or a segment's state), read with `torch.load` (tensors only).
+
+    Raises:
+        StoreError: naming the file, when it is missing, damaged or not a mapping.
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: training state missing; rerun with --overwrite to start over") from None
+    except Exception as exc:  # torch raises many types for damaged files
+        raise StoreError(
+            f"{path}: not a readable training state ({type(exc).__name__}); rerun with --overwrite to start over"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise StoreError(f"{path}: not a training state; rerun with --overwrite to start over")
+    return payload
 
 
 class SegmentStore:
@@ -150,7 +175,7 @@ class SegmentStore:
 
     def restore(self) -> dict[str, Any]:
         """Go back to the last commit (resident segments are dropped); returns the `extra` it was given."""
-        payload = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        payload = load_state_file(self.state_path)
         self._cache.clear()
         self._dirty.clear()
         self.files = {Segment(level, index): name for (level, index), name in payload.pop("files").items()}
@@ -169,11 +194,14 @@ class SegmentStore:
             return self.empty_state()
         path = self.directory / name
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: segment state missing (listed in {self.state_path.name})")
+            raise StoreError(
+                f"{path}: segment state missing (listed in {self.state_path.name}); rerun with --overwrite to "
+                "start over"
+            )
         self.reads += 1
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = load_state_file(path, self.device)
         if set(state) != set(self.layout):
-            raise ValueError(f"{path}: holds {sorted(state)}, expected {sorted(self.layout)}")
+            raise StoreError(f"{path}: holds {sorted(state)}, expected {sorted(self.layout)}")
         return state
 
     def _evicted(self, segment: Segment, state: SegmentState) -> None:

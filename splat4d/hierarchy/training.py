@@ -66,6 +66,7 @@ from splat4d.hierarchy.segment_store import (
     STATE_NAME,
     SegmentState,
     SegmentStore,
+    load_state_file,
     state_len,
 )
 from splat4d.hierarchy.storage import write_segments
@@ -300,7 +301,7 @@ class StreamedTrainer:
         """Open the store, seeding it on a fresh start; returns whether a committed state was resumed."""
         template = self.initial() if not (self.work_dir / STATE_NAME).is_file() else None
         if template is None:
-            meta = torch.load(self.work_dir / STATE_NAME, map_location="cpu", weights_only=True)
+            meta = load_state_file(self.work_dir / STATE_NAME)
             layout = {k: (tuple(shape), _dtype(dtype)) for k, (shape, dtype) in meta["layout"].items()}
             time_period = float(meta["time_period"])
         else:

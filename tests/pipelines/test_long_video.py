@@ -15,6 +15,7 @@ from pipelines.long_video import PRESETS, StreamingConfig
 from pipelines.long_video.pipeline import hierarchy_config
 from splat4d.data.config import DataConfig
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
+from splat4d.errors import UsageError
 from splat4d.export.splats import PlyExport
 from splat4d.export.video import VideoExport
 from splat4d.hierarchy import read_manifest
@@ -89,7 +90,7 @@ def test_rerun_resumes_and_the_folder_reads_back_streamed(trained, tmp_path) -> 
 def test_exports_needing_the_whole_scene_are_refused_in_one_line(trained, tmp_path) -> None:
     out, _ = trained
     with pytest.raises(
-        SystemExit, match=r"temporal hierarchy streamed from .*export ply needs the whole scene"
+        UsageError, match=r"temporal hierarchy streamed from .*export ply needs the whole scene"
     ):
         PlyExport(scene=out, out=tmp_path / "x.ply").main(PIPELINES)
 

@@ -158,3 +158,20 @@ def test_a_missing_cuda_device_is_one_line(capsys, photos, tmp_path):
     result = run_cli(capsys, "reconstruct", photos, "-o", tmp_path / "scene", "--device", "cuda")
     assert_one_line_error(result, "--device")
     assert not (tmp_path / "scene").exists()
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "garbage"])
+def test_a_damaged_streamed_training_state_is_one_line_naming_it(tmp_path, how):
+    import torch
+
+    from splat4d.errors import UserError
+    from splat4d.hierarchy.segment_store import load_state_file
+
+    path = tmp_path / "state.pt"
+    torch.save({"step": 3, "means": torch.zeros(4, 3)}, path)
+    assert load_state_file(path)["step"] == 3
+    _damage(path, how)
+    with pytest.raises(UserError, match=r"state\.pt: not a readable training state .*--overwrite"):
+        load_state_file(path)
+    with pytest.raises(UserError, match="missing"):
+        load_state_file(tmp_path / "absent.pt")

@@ -7,6 +7,7 @@ import pytest
 import trimesh
 
 from pipelines import PIPELINES
+from splat4d.errors import UsageError, UserError
 from splat4d.export.mesh import MeshExport, orbit_cameras
 from splat4d.reconstruct import load_trained
 
@@ -34,18 +35,18 @@ def test_mesh_export_writes_a_mesh_trimesh_reloads(
 def test_mesh_export_refuses_to_overwrite(reconstructed_sample: Path, tmp_path: Path) -> None:
     out = tmp_path / "mesh.ply"
     out.write_text("keep me")
-    with pytest.raises(SystemExit, match=r"exists; pass --overwrite"):
+    with pytest.raises(UsageError, match=r"exists; pass --overwrite"):
         MeshExport(reconstructed_sample, out=out, voxel_size=VOXEL, device="cpu").main(PIPELINES)
     assert out.read_text() == "keep me"
 
 
 def test_mesh_export_rejects_an_unknown_format(reconstructed_sample: Path, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=r"unknown mesh format"):
+    with pytest.raises(UsageError, match=r"unknown mesh format"):
         MeshExport(reconstructed_sample, out=tmp_path / "mesh.stl", device="cpu").main(PIPELINES)
 
 
 def test_mesh_export_names_a_folder_that_is_not_a_scene(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=r"^error: .*not a scene"):
+    with pytest.raises(UserError, match=r"not a scene"):
         MeshExport(tmp_path, out=tmp_path / "mesh.ply", device="cpu").main(PIPELINES)
 
 

@@ -9,6 +9,7 @@ import torch
 
 import cuda_rasterizer as cr
 from splat4d.cameras import Cameras
+from splat4d.errors import UsageError
 from splat4d.export.splats import PlyExport, export_splats, slice_to_gaussians
 from splat4d.gaussians import SH_C0, Gaussians, Gaussians4D
 from splat4d.io.ply import PlyError, read_ply, read_ply_4d, write_ply, write_ply_4d
@@ -184,7 +185,7 @@ def test_export_writes_frames_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["scene4d.ply", "frame_0000.ply", "frame_0001.ply", "frame_0002.ply"]
     assert read_ply_4d(written[0]).time_period == g.time_period
     torch.testing.assert_close(read_ply(written[3]).means, slice_to_gaussians(g, 1.0).means)
-    with pytest.raises(SystemExit, match=r"scene4d.ply exists; pass --overwrite"):
+    with pytest.raises(UsageError, match=r"scene4d.ply: exists; pass --overwrite"):
         export_splats(g, tmp_path / "scene4d.ply", times=3)
     export_splats(g, tmp_path / "scene4d.ply", times=3, overwrite=True)
     assert not list(tmp_path.glob(".*.tmp"))
@@ -199,5 +200,5 @@ def test_ply_export_of_a_reconstructed_scene(reconstructed_sample: Path, tmp_pat
         assert torch.equal(value, reference.params[name]), name
     splat = PlyExport(reconstructed_sample, out=tmp_path / "scene.splat", format="splat").main(PIPELINES)
     assert splat[0].stat().st_size == 32 * len(reference)
-    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+    with pytest.raises(UsageError, match="exists; pass --overwrite"):
         PlyExport(reconstructed_sample, out=tmp_path / "scene.ply").main(PIPELINES)

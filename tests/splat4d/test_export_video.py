@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from splat4d.cameras import Cameras
+from splat4d.errors import UsageError
 from splat4d.export.video import VideoExport, render_frames, write_mp4
 from splat4d.geometry import look_at
 from splat4d.render import RenderOutput
@@ -25,7 +26,7 @@ def test_video_of_a_reconstructed_scene_decodes(reconstructed_sample: Path, tmp_
     assert frames.shape == (5, 32, 42, 3)
     assert frames.std() > 5  # the scene, not a blank frame
     assert not list(tmp_path.glob(".*"))
-    with pytest.raises(SystemExit, match=r"orbit\.mp4 exists; pass --overwrite"):
+    with pytest.raises(UsageError, match=r"orbit\.mp4: exists; pass --overwrite"):
         export.main(PIPELINES)
 
 

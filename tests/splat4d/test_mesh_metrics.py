@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from splat4d.errors import UserError
 from splat4d.mesh_metrics import EvalMesh, compare_meshes, crop_mesh, gt_extent
 
 SAMPLES = 20_000
@@ -64,5 +65,5 @@ def test_eval_mesh_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_eval_mesh_reports_a_missing_file_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=r"error: .*nope\.ply"):
+    with pytest.raises(UserError, match=r"nope\.ply: mesh file not found"):
         EvalMesh(tmp_path / "nope.ply", tmp_path / "nope.ply").main()
