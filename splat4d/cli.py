@@ -331,6 +331,7 @@ Export = (
 )
 """`splat4d export ply|video|mesh|hierarchy SCENE`."""
 
+
 @dataclass
 class ExportCommand:
     """Write a scene as splat files (ply), a video along a camera path (video), a triangle mesh (mesh) or a

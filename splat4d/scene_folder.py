@@ -76,7 +76,9 @@ def claim(out: Path, version: str) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MARKER).is_file():
-        atomic_write_text(out / MARKER, json.dumps({"splat4d_scene": 1, "written_by": f"splat4d {version}"}) + "\n")
+        atomic_write_text(
+            out / MARKER, json.dumps({"splat4d_scene": 1, "written_by": f"splat4d {version}"}) + "\n"
+        )
 
 
 def clear_outputs(out: Path, state_folders: tuple[str, ...] = ()) -> list[Path]:
@@ -123,7 +125,9 @@ def read_record(out: Path) -> dict[str, Any]:
     try:
         record = yaml.safe_load(path.read_text())
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise SceneFolderError(f"{path}: not readable YAML ({type(exc).__name__}); rerun `splat4d reconstruct`") from None
+        raise SceneFolderError(
+            f"{path}: not readable YAML ({type(exc).__name__}); rerun `splat4d reconstruct`"
+        ) from None
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise SceneFolderError(f"{path}: not a splat4d run record; not a scene made by `splat4d reconstruct`")
     return record

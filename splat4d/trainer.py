@@ -260,17 +260,9 @@ def training_progress(enabled: bool, console: Console) -> Iterator[Progress]:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while training, so `kill` leaves a checkpoint too (main thread only)."""
+    """Treat SIGTERM like Ctrl-C while training, so `kill` leaves a checkpoint too (main thread only: elsewhere,
+    e.g. training started from the viewer's thread, nothing changes). `splat4d.interrupts` explains why."""
+    from splat4d.interrupts import terminate_as_interrupt
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. training started from the viewer's thread)
+    with terminate_as_interrupt((signal.SIGTERM,)):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

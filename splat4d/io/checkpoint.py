@@ -61,9 +61,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             format version, or holds parameters that are not finite tensors.
     """
     path = Path(path)
-    try:
+    try:  # torch raises many types for damaged files (EOFError, RuntimeError, pickle errors)
         payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises many types for damaged files (EOFError, RuntimeError, pickle errors)
+    except Exception as exc:
         reason = "empty file" if path.is_file() and path.stat().st_size == 0 else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from exc
     if not isinstance(payload, dict):

@@ -4,9 +4,13 @@
 status and output; `assert_one_line_error` checks the error policy of `splat4d.errors` (exit status 2, one
 line `error: ...` naming the file or flag, no traceback); `tree_digest` hashes every file under a folder so a
 test can show that a refused command touched none of the user's files.
+
+With `SPLAT4D_FAULT_REPORT=FILE`, every `run_cli` call is also recorded in FILE as a Markdown table (test, exit
+status, the `error:`/`warning:` line printed): the corpus as a user would see it.
 """
 
 import hashlib
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -43,7 +47,22 @@ def run_cli(capsys: pytest.CaptureFixture, *args: str | Path) -> CliResult:
     finally:
         sys.argv = argv
     out = capsys.readouterr()
-    return CliResult(status, out.out, out.err)
+    result = CliResult(status, out.out, out.err)
+    _record(result)
+    return result
+
+
+def _record(result: CliResult) -> None:
+    report = os.environ.get("SPLAT4D_FAULT_REPORT")
+    if not report:
+        return
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::", 1)[-1].removesuffix(" (call)")
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "warning:"))]
+    message = " / ".join(lines) or (result.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+    escaped = message.replace("|", "\\|")
+    row = f"| `{test}` | {result.status} | {escaped} |\n"
+    with open(report, "a", encoding="utf-8") as f:
+        f.write(row)
 
 
 def assert_one_line_error(result: CliResult, *names: str | Path) -> str:

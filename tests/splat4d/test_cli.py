@@ -28,7 +28,9 @@ def _leaf_commands() -> list[tuple[tuple[str, ...], type]]:
     """(argv prefix, dataclass) of every runnable command, nested ones (`export ply`) included."""
     leaves = []
     for name, command in COMMANDS.items():
-        group = typing.get_type_hints(command, include_extras=True).get("what")  # `export`: a group of commands
+        group = typing.get_type_hints(command, include_extras=True).get(
+            "what"
+        )  # `export`: a group of commands
         members = typing.get_args(typing.get_args(group)[0]) if group is not None else ()
         leaves.append(((name,), command))
         for member in members:
