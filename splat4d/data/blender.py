@@ -7,16 +7,15 @@ D-NeRF scenes (Pumarola et al. 2021) use the same layout and give every frame a 
 `Cameras.times`, so they train with the dynamic pipeline.
 """
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.checks import check_pose, image_header_size, load_json_object, matrix
 from splat4d.data.config import DataConfig
 from splat4d.geometry import OPENGL_FROM_OPENCV
 
@@ -34,41 +33,30 @@ def is_blender(path: Path) -> bool:
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text())
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: expected a JSON object with 'camera_angle_x' and 'frames'")
-    return meta
+    return load_json_object(path, "'camera_angle_x' and 'frames'")
 
 
 def _image_path(root: Path, frame: dict, json_path: Path) -> Path:
     file_path = frame.get("file_path")
     if not isinstance(file_path, str) or not file_path:
-        raise DatasetError(f"{json_path}: a frame has no 'file_path'")
+        raise DatasetError(f"{json_path}: a frame has no 'file_path'; give every frame the image it shows")
     path = root / file_path
     if not path.suffix:
         path = path.with_name(path.name + DEFAULT_IMAGE_SUFFIX)
     if not path.is_file():
-        raise DatasetError(f"{path}: image not found (listed in {json_path.name})")
+        raise DatasetError(
+            f"{path}: image not found (listed in {json_path.name}); restore it or remove the frame"
+        )
     return path
 
 
 def _pose(frame: dict, json_path: Path) -> np.ndarray:
-    """T_world_cam in OpenCV axes from a frame's OpenGL camera-to-world matrix."""
-    try:
-        T_world_gl = np.asarray(frame["transform_matrix"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DatasetError(
-            f"{json_path}: frame {frame.get('file_path', '?')} has no numeric 'transform_matrix'"
-        ) from exc
-    if T_world_gl.shape != (4, 4) or not np.isfinite(T_world_gl).all():
-        raise DatasetError(
-            f"{json_path}: transform_matrix of {frame.get('file_path', '?')} is not a finite 4x4 matrix"
-        )
+    """T_world_cam in OpenCV axes from a frame's OpenGL camera-to-world matrix, checked to be rigid."""
+    what = f"transform_matrix of {frame.get('file_path', '?')}"
+    hint = "fix or remove the frame"
+    T_world_gl = check_pose(
+        matrix(frame.get("transform_matrix"), (4, 4), json_path, what, hint), json_path, what
+    )
     return T_world_gl @ OPENGL_FROM_OPENCV.double().numpy()
 
 
@@ -79,19 +67,20 @@ def _time(frame: dict, json_path: Path) -> float | None:
     try:
         time = float(frame["time"])
     except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{json_path}: time of {frame.get('file_path', '?')} is not a number") from exc
-    if not 0.0 <= time <= 1.0:
-        raise DatasetError(f"{json_path}: time {time} of {frame.get('file_path', '?')} is not in [0, 1]")
+        raise DatasetError(
+            f"{json_path}: time of {frame.get('file_path', '?')} is not a number; write a time in [0, 1]"
+        ) from exc
+    if not 0.0 <= time <= 1.0:  # also refuses NaN
+        raise DatasetError(
+            f"{json_path}: time {time} of {frame.get('file_path', '?')} is not in [0, 1]; times are normalised "
+            "to [0, 1]"
+        )
     return time
 
 
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+    return image_header_size(path)
 
 
 def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
@@ -111,7 +100,8 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
         The scene, with cameras in OpenCV axes.
 
     Raises:
-        DatasetError: a split file is missing or malformed, an image is missing or unreadable, the images
+        DatasetError: a split file is missing or malformed (not a UTF-8 JSON object, a pose that is not a finite
+            rigid 4x4 matrix, a field angle outside (0, pi), a time outside [0, 1]), an image is missing or unreadable, the images
             differ in size, or some frames have a `time` and others do not.
     """
     del workdir
@@ -127,16 +117,21 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
             continue
         meta = _load_json(json_path)
         if not isinstance(meta.get("frames"), list) or (split == "train" and not meta["frames"]):
-            raise DatasetError(f"{json_path}: no 'frames'")
+            raise DatasetError(f"{json_path}: no 'frames'; list the images with their poses under 'frames'")
         try:
             angle_x = float(meta["camera_angle_x"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(f"{json_path}: no numeric 'camera_angle_x'") from exc
+            raise DatasetError(
+                f"{json_path}: no numeric 'camera_angle_x'; give the horizontal field of view in radians"
+            ) from exc
         if not 0.0 < angle_x < math.pi:
-            raise DatasetError(f"{json_path}: camera_angle_x {angle_x} is not in (0, pi)")
+            raise DatasetError(
+                f"{json_path}: camera_angle_x {angle_x} is not in (0, pi); give the horizontal field of view in "
+                "radians"
+            )
         for frame in meta["frames"]:
             if not isinstance(frame, dict):
-                raise DatasetError(f"{json_path}: a frame is not a JSON object")
+                raise DatasetError(f"{json_path}: a frame is not a JSON object; fix or remove it")
             time = _time(frame, json_path)
             if frames and (time is None) != (frames[0][4] is None):
                 raise DatasetError(

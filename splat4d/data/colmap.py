@@ -15,15 +15,19 @@ import numpy as np
 import pycolmap
 import torch
 from jaxtyping import Float
-from PIL import Image, UnidentifiedImageError
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.checks import MAX_IMAGE_SIDE, QUATERNION_TOLERANCE, check_image, check_pose
+from splat4d.data.colmap_files import HINT, check_model_files, model_file, pose_file
 from splat4d.data.config import DataConfig
 from splat4d.data.undistort import DistortedView, PinholeView, is_pinhole, undistort_views
+from splat4d.errors import one_line
 
 MODEL_FILES = ("cameras", "images", "points3D")
 """Files (`.bin` or `.txt`) that make a folder a COLMAP sparse model."""
+PYCOLMAP_ERRORS = (ValueError, IndexError, RuntimeError, MemoryError, OverflowError)
+"""What pycolmap raises on a model it cannot read (its C++ checks, missing ids, unknown enum values)."""
 IMAGE_DIR_SEARCH_DEPTH = 3
 """`images/` is looked for beside the model folder and up to this many levels above it (sparse/0 → workspace)."""
 
@@ -57,20 +61,13 @@ def _find_images_dir(model_dir: Path) -> Path | None:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file from its header, checking that the file is an intact image.
+    """(width, height) of an image file, checking that all of it decodes (`splat4d.data.checks.check_image`:
+    pycolmap's reader would pad a truncated file with grey without a word).
 
     Raises:
-        DatasetError: naming the file when it is missing or cannot be read.
+        DatasetError: naming the file when it is missing, empty, not an image, truncated or corrupt.
     """
-    if not path.is_file():
-        raise DatasetError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            size = image.size
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: cannot read image ({exc})") from exc
-    return size
+    return check_image(path)
 
 
 def check_same_size(sizes: dict[Path, tuple[int, int]]) -> tuple[int, int]:
@@ -83,8 +80,8 @@ def check_same_size(sizes: dict[Path, tuple[int, int]]) -> tuple[int, int]:
     for path, other in rest:
         if other != size:
             raise DatasetError(
-                f"images differ in size: {first} is {size[0]}x{size[1]}, {path} is {other[0]}x{other[1]}; "
-                "all images of a scene must have one size"
+                f"{path}: images differ in size: {first} is {size[0]}x{size[1]}, {path} is "
+                f"{other[0]}x{other[1]}; all images of a scene must have one size"
             )
     return size
 
@@ -98,7 +95,9 @@ def find_mask(masks: Path, name: str) -> Path:
     candidates = [masks / name, masks / f"{name}.png", (masks / name).with_suffix(".png")]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise DatasetError(f"{masks / name}: mask not found (also tried {name}.png)")
+        raise DatasetError(
+            f"{masks / name}: mask not found (also tried {name}.png); add the mask or drop --data.masks"
+        )
     return found
 
 
@@ -126,7 +125,8 @@ def _check_pinhole_files(views: list[DistortedView]) -> None:
             size = image_size(path)
             if size != expected:
                 raise DatasetError(
-                    f"{path}: image is {size[0]}x{size[1]} but its camera is {expected[0]}x{expected[1]}"
+                    f"{path}: image is {size[0]}x{size[1]} but its camera is {expected[0]}x{expected[1]}; "
+                    "fix the camera or the image"
                 )
 
 
@@ -137,6 +137,7 @@ def scene_from_reconstruction(
     workdir: Path,
     source: Path,
     progress: bool = True,
+    model_dir: Path | None = None,
 ) -> SceneData:
     """SceneData of the registered images of a reconstruction, sorted by name, undistorted to pinhole.
 
@@ -147,21 +148,33 @@ def scene_from_reconstruction(
         workdir: undistorted images go to `workdir/undistorted/` (only for non-pinhole cameras).
         source: named in error messages and recorded in the metadata.
         progress: show a progress bar while undistorting.
+        model_dir: the folder the model was read from, to name its files in error messages (else `source`).
 
     Raises:
-        DatasetError: naming the file when an image listed in the model is missing, unreadable or of another
-            size than its camera, when a mask is missing, or when the images end up at different sizes.
+        DatasetError: naming the file when a camera is unusable (size, focal length, parameters), a pose is not a
+            unit quaternion and finite translation, a point is not finite, an image listed in the model is
+            missing, unreadable or of another size than its camera, a mask is missing, or the images end up at
+            different sizes.
     """
     images = sorted(
         (reconstruction.images[i] for i in reconstruction.reg_image_ids()), key=lambda im: im.name
     )
     if not images:
         raise DatasetError(f"{source}: the COLMAP model has no registered images")
+
+    def file(name: str) -> Path:
+        return source if model_dir is None else model_file(Path(model_dir), name)
+
+    _check_cameras(reconstruction, images, file("cameras"))
+    T_world_cam = _checked_poses(images, source if model_dir is None else pose_file(Path(model_dir)))
+    points, colors = _checked_points(reconstruction, file("points3D"))
     views = []
     for image in images:
         image_path = images_dir / image.name
         if not image_path.is_file():
-            raise DatasetError(f"{image_path}: listed in the COLMAP model but not found")
+            raise DatasetError(
+                f"{image_path}: listed in the COLMAP model but not found; restore it or remove it from the model"
+            )
         mask_path = None if cfg.masks is None else find_mask(Path(cfg.masks), image.name)
         views.append(
             DistortedView(image.name, image_path, reconstruction.cameras[image.camera_id], mask_path)
@@ -171,16 +184,11 @@ def scene_from_reconstruction(
     width, height = check_same_size({v.image_path: (v.width, v.height) for v in pinhole})
 
     cameras = Cameras(
-        T_world_cam=torch.from_numpy(np.stack([_T_world_cam(im) for im in images])).float(),
+        T_world_cam=torch.from_numpy(np.stack(T_world_cam)).float(),
         Ks=torch.from_numpy(np.stack([v.K for v in pinhole])).float(),
         width=width,
         height=height,
     )
-    points3D = list(reconstruction.points3D.values())
-    points = colors = None
-    if points3D:
-        points = np.array([p.xyz for p in points3D], dtype=np.float32)
-        colors = np.array([p.color for p in points3D], dtype=np.float32) / 255.0
     train, test = split_every(len(images), cfg.test_every)
     return SceneData(
         cameras=cameras,
@@ -215,8 +223,9 @@ def read_colmap(cfg: DataConfig, workdir: Path) -> SceneData:
         their colours.
 
     Raises:
-        DatasetError: naming the file when the model is missing or unreadable, or an image is missing,
-            unreadable or of another size.
+        DatasetError: naming the file when the model is missing, truncated, corrupt or malformed (each file is
+            walked before pycolmap reads it: `splat4d.data.colmap_files`), holds an unusable camera, pose or
+            point, or an image is missing, does not decode in full or is of another size.
     """
     path = Path(cfg.path)
     model_dir = find_model(path) if path.is_dir() else None
@@ -227,8 +236,77 @@ def read_colmap(cfg: DataConfig, workdir: Path) -> SceneData:
     images_dir = _find_images_dir(model_dir)
     if images_dir is None:
         raise DatasetError(f"{model_dir}: no images/ folder next to this COLMAP model")
+    check_model_files(model_dir)
     try:
         reconstruction = pycolmap.Reconstruction(model_dir)
-    except ValueError as exc:
-        raise DatasetError(f"{model_dir}: cannot read the COLMAP model ({exc})") from exc
-    return scene_from_reconstruction(reconstruction, images_dir, cfg, workdir, source=path)
+    except PYCOLMAP_ERRORS as exc:
+        reason = one_line(str(exc)).split("] ", 1)[-1]  # drop pycolmap's [source.cc:line] prefix
+        raise DatasetError(f"{model_dir}: cannot read the COLMAP model ({reason}); {HINT}") from exc
+    return scene_from_reconstruction(
+        reconstruction, images_dir, cfg, workdir, source=path, model_dir=model_dir
+    )
+
+
+def _check_cameras(reconstruction: pycolmap.Reconstruction, images: list, file: Path) -> None:
+    """Every camera of the registered images has a size in 1..MAX_IMAGE_SIDE, finite parameters and positive
+    focal lengths."""
+    for camera_id in sorted({im.camera_id for im in images}):
+        camera = reconstruction.cameras[camera_id]
+        what = f"camera {camera_id} ({camera.model_name})"
+        hint = "fix the camera or re-run COLMAP"
+        params = np.asarray(camera.params, dtype=np.float64)
+        if not np.isfinite(params).all():
+            raise DatasetError(
+                f"{file}: {what} has parameters that are not finite: {params.tolist()}; {hint}"
+            )
+        if not all(1 <= side <= MAX_IMAGE_SIDE for side in (camera.width, camera.height)):
+            raise DatasetError(
+                f"{file}: {what} has image size {camera.width}x{camera.height}, not in 1..{MAX_IMAGE_SIDE}; {hint}"
+            )
+        focal = params[list(camera.focal_length_idxs())]
+        if (focal <= 0).any():
+            raise DatasetError(f"{file}: {what} has focal length {focal.tolist()}, not positive; {hint}")
+
+
+def _checked_poses(images: list, file: Path) -> list[Float[np.ndarray, "4 4"]]:
+    """T_world_cam of each image, from a finite unit quaternion and a finite translation (checked here: pycolmap
+    turns a zero quaternion into the identity rotation without a word)."""
+    hint = "fix the pose (a unit quaternion QW QX QY QZ and a finite translation) or remove the image"
+    poses = []
+    for image in images:
+        cam_from_world = image.cam_from_world()
+        q = np.asarray(cam_from_world.rotation.quat, dtype=np.float64)
+        t = np.asarray(cam_from_world.translation, dtype=np.float64)
+        what = f"the pose of {image.name}"
+        if not (np.isfinite(q).all() and np.isfinite(t).all()):
+            qwxyz = " ".join(f"{v:.4g}" for v in (q[3], *q[:3]))
+            raise DatasetError(
+                f"{file}: {what} is not finite (quaternion {qwxyz}, translation {' '.join(f'{v:.4g}' for v in t)}); "
+                f"{hint}"
+            )
+        norm = float(np.linalg.norm(q))
+        if abs(norm - 1.0) > QUATERNION_TOLERANCE:
+            raise DatasetError(
+                f"{file}: {what} has a quaternion of norm {norm:.4g}, not a unit quaternion; {hint}"
+            )
+        poses.append(check_pose(_T_world_cam(image), file, what, hint))
+    return poses
+
+
+def _checked_points(
+    reconstruction: pycolmap.Reconstruction, file: Path
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The model's 3D points and colours in [0, 1], refusing non-finite positions."""
+    points3D = reconstruction.points3D
+    if not len(points3D):
+        return None, None
+    ids = list(points3D.keys())
+    xyz = np.array([points3D[i].xyz for i in ids], dtype=np.float64)
+    bad = ~np.isfinite(xyz).all(axis=1) | (np.abs(xyz) > np.finfo(np.float32).max).any(axis=1)
+    if bad.any():
+        raise DatasetError(
+            f"{file}: {int(bad.sum())} of {len(ids)} points have a non-finite position (point {ids[int(np.argmax(bad))]}); "
+            f"{HINT}"
+        )
+    colors = np.array([points3D[i].color for i in ids], dtype=np.float32) / 255.0
+    return xyz.astype(np.float32), colors

@@ -17,12 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, UInt8
+from PIL import Image
 from rich.progress import track
 from torch import Tensor
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData, VideoFrame
+from splat4d.data.checks import IMAGE_ERRORS
 from splat4d.data.video import VideoFrameReader
+from splat4d.errors import UsageError, one_line
 
 PROGRESS_MIN_IMAGES = 20
 """Show a progress bar while decoding more images than this."""
@@ -46,7 +49,7 @@ class Batch(NamedTuple):
 def downscaled_size(width: int, height: int, downscale: int) -> tuple[int, int]:
     """Image size at 1/`downscale` resolution: floor division, at least one pixel."""
     if downscale < 1:
-        raise ValueError(f"downscale must be a positive integer, got {downscale}")
+        raise UsageError(f"--data.downscale: must be a positive integer, got {downscale}")
     return max(1, width // downscale), max(1, height // downscale)
 
 
@@ -80,31 +83,39 @@ def _to_unit_float(array: np.ndarray, path: Path | VideoFrame) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.float32)
     if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise DatasetError(f"{path}: has pixels that are NaN or infinite; fix or replace the image")
         return np.clip(array.astype(np.float32), 0.0, 1.0)
-    raise DatasetError(f"{path}: unsupported pixel type {array.dtype}")
+    raise DatasetError(f"{path}: unsupported pixel type {array.dtype}; save it as 8- or 16-bit PNG or JPEG")
 
 
 def _read(path: Path) -> np.ndarray:
     try:
         if Path(path).stat().st_size == 0:
-            raise DatasetError(f"{path}: empty file")
+            raise DatasetError(f"{path}: empty file; replace or remove it")
     except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: not found") from exc
+        raise DatasetError(f"{path}: not found; restore it or remove it from the dataset") from exc
     try:
         array = iio.imread(path)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+    except (*IMAGE_ERRORS, RuntimeError, Image.DecompressionBombError) as exc:
+        reason = "the file is truncated" if "truncated" in str(exc) else one_line(str(exc))[:200]
+        raise DatasetError(f"{path}: not a readable image ({reason}); replace or remove it") from exc
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
-        raise DatasetError(f"{path}: unsupported image layout {array.shape} (expected H x W x 1-4 channels)")
+        raise DatasetError(
+            f"{path}: unsupported image layout {array.shape} (expected H x W x 1-4 channels); save it as a "
+            "single image (not an animation or a multi-page file)"
+        )
     return array
 
 
 def _check_size(array: np.ndarray, path: Path | VideoFrame, width: int, height: int) -> None:
     h, w = array.shape[:2]
     if (w, h) != (width, height):
-        raise DatasetError(f"{path}: image is {w}x{h} but the camera says {width}x{height}")
+        raise DatasetError(
+            f"{path}: image is {w}x{h} but the camera says {width}x{height}; fix the camera or the image"
+        )
 
 
 def _quantise(image: Float[Tensor, "C H W"]) -> UInt8[Tensor, "H W C"]:

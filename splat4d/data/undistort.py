@@ -61,9 +61,15 @@ def stamp_matches(folder: Path, key: dict) -> bool:
 @contextmanager
 def replace_dir(target: Path, key: dict) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; when the block succeeds, stamp it with `key` and rename
-    it to `target`, replacing what was there. On an error the temporary folder is removed and `target` kept."""
+    it to `target`, replacing what was there. On an error the temporary folder is removed and `target` kept.
+
+    The temporary folder is locked (`flock`) while the block runs; first, the ones a killed earlier build left
+    beside `target` (`.NAME.tmp-*` and `.NAME.tmp-*.old`: no `finally` runs after SIGKILL or a power cut) are
+    removed unless a live build holds them."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    lock = _lock_folder(tmp)
     try:
         yield tmp
         (tmp / STAMP_NAME).write_text(json.dumps({"version": CACHE_VERSION, "key": key}, indent=1))
@@ -75,6 +81,45 @@ def replace_dir(target: Path, key: dict) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
+
+
+def _lock_folder(path: Path) -> int | None:
+    """Open folder `path` and take an exclusive `flock` on it without waiting. Returns the open descriptor, which
+    holds the lock until it is closed or the process ends, however it ends; None when another build holds the
+    lock or it cannot be taken (no `flock` on Windows or on some network filesystems)."""
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove the temporary folders of earlier builds of `target` that no live build holds locked."""
+    prefix = f".{target.name}.tmp-"
+    try:
+        found = [path for path in target.parent.iterdir() if path.name.startswith(prefix)]
+    except OSError:
+        return
+    for path in found:
+        if path.is_symlink() or not path.is_dir():
+            continue
+        lock = _lock_folder(path)
+        if lock is None:
+            continue  # a build in progress (or no locks here to tell: leave it)
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(lock)
 
 
 def is_pinhole(camera: pycolmap.Camera) -> bool:
@@ -183,16 +228,12 @@ def undistort_views(views: Sequence[DistortedView], folder: Path, progress: bool
         One `PinholeView` per input view. Each undistorted camera is sized to the largest rectangle of valid
         pixels (pycolmap's default), so views with different distortion may end up at different sizes.
     """
+    from splat4d.data.checks import check_image, describe_intrinsics_problem
+
     views = list(views)
     names = [v.name for v in views]
     if len(set(names)) != len(names):
         raise ValueError("undistort_views: view names must be unique")
-    if any(not is_pinhole(v.camera) for v in views):
-        key = _cache_key(views)
-        if not stamp_matches(folder, key):
-            with quiet_colmap(), replace_dir(folder, key) as tmp:
-                _undistort_into(tmp, views, progress)
-
     options = pycolmap.UndistortCameraOptions()
     result = []
     for view in views:
@@ -202,5 +243,24 @@ def undistort_views(views: Sequence[DistortedView], folder: Path, progress: bool
             camera = pycolmap.undistort_camera(options, view.camera)
             image_path = folder / "images" / view.name
             mask_path = None if view.mask_path is None else folder / _mask_name(view.name)
-        result.append(PinholeView(image_path, mask_path, pinhole_K(camera), camera.width, camera.height))
+        K = pinhole_K(camera)
+        problem = describe_intrinsics_problem(K, camera.width, camera.height)
+        if problem is not None:
+            raise DatasetError(
+                f"{view.image_path}: undistorting it with its {view.camera.model_name} camera gives no usable "
+                f"pinhole camera ({problem}); check the camera's distortion parameters"
+            )
+        result.append(PinholeView(image_path, mask_path, K, camera.width, camera.height))
+
+    if any(not is_pinhole(v.camera) for v in views):
+        key = _cache_key(views)
+        if not stamp_matches(folder, key):
+            # pycolmap's reader pads a truncated image with grey without a word: decode each file in full first.
+            for view in views:
+                if not is_pinhole(view.camera):
+                    for path in (view.image_path, view.mask_path):
+                        if path is not None:
+                            check_image(path)
+            with quiet_colmap(), replace_dir(folder, key) as tmp:
+                _undistort_into(tmp, views, progress)
     return result

@@ -28,7 +28,9 @@ from jaxtyping import Float, UInt8
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData, VideoFrame
+from splat4d.data.checks import check_intrinsics, check_pose
 from splat4d.data.config import DataConfig, MultiviewVideoConfig
+from splat4d.errors import UsageError, one_line
 
 POSES_FILE = "poses_bounds.npy"
 VIDEO_PATTERN = "cam*.mp4"
@@ -43,7 +45,13 @@ MAX_OPEN_VIDEOS = 4
 CACHED_FRAMES = 2
 """Decoded frames each open video keeps (least recently requested dropped first)."""
 MAX_DECODE_AHEAD = 16
+VIDEO_HINT = "re-encode it (e.g. `ffmpeg -i in.mp4 out.mp4`) or replace it"
 """A request up to this many frames after the decoder's position decodes forward instead of seeking."""
+
+
+def av_reason(exc: Exception) -> str:
+    """PyAV's reason for a failure, without the file name it repeats."""
+    return one_line(getattr(exc, "strerror", None) or str(exc))
 
 
 def is_multiview_video(path: Path) -> bool:
@@ -73,7 +81,7 @@ def probe_video(path: Path) -> VideoInfo:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise DatasetError(f"{path}: has no video stream")
+                raise DatasetError(f"{path}: has no video stream; {VIDEO_HINT}")
             stream = container.streams.video[0]
             frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
             rate = stream.average_rate or stream.guessed_rate
@@ -81,9 +89,9 @@ def probe_video(path: Path) -> VideoInfo:
                 frames, stream.codec_context.width, stream.codec_context.height, float(rate or 0)
             )
     except (av.error.FFmpegError, OSError) as exc:
-        raise DatasetError(f"{path}: not a readable video ({exc})") from exc
+        raise DatasetError(f"{path}: not a readable video ({av_reason(exc)}); {VIDEO_HINT}") from exc
     if info.frames < 1 or info.width < 1 or info.height < 1:
-        raise DatasetError(f"{path}: video has no frames")
+        raise DatasetError(f"{path}: video has no frames; {VIDEO_HINT}")
     return info
 
 
@@ -109,7 +117,7 @@ class VideoDecoder:
             self._container = av.open(str(self.path))
             self._stream = self._container.streams.video[0]
         except (av.error.FFmpegError, OSError, IndexError) as exc:
-            raise DatasetError(f"{self.path}: not a readable video ({exc})") from exc
+            raise DatasetError(f"{self.path}: not a readable video ({av_reason(exc)}); {VIDEO_HINT}") from exc
         rate = self._stream.average_rate or self._stream.guessed_rate
         if not rate or self._stream.time_base is None:
             raise DatasetError(f"{self.path}: video has no frame rate or time base; cannot locate frames")
@@ -125,7 +133,9 @@ class VideoDecoder:
         try:
             self._container.seek(target, stream=self._stream, backward=True)
         except av.error.FFmpegError as exc:
-            raise DatasetError(f"{self.path}: cannot seek to frame {index} ({exc})") from exc
+            raise DatasetError(
+                f"{self.path}: cannot seek to frame {index} ({av_reason(exc)}); {VIDEO_HINT}"
+            ) from exc
         self._frames = self._container.decode(self._stream)
 
     def _index_of(self, frame: av.VideoFrame) -> int:
@@ -162,9 +172,11 @@ class VideoDecoder:
                 return image
         except av.error.FFmpegError as exc:
             self._frames = None
-            raise DatasetError(f"{self.path}: cannot decode frame {index} ({exc})") from exc
+            raise DatasetError(
+                f"{self.path}: cannot decode frame {index} ({av_reason(exc)}); {VIDEO_HINT}"
+            ) from exc
         self._frames = None
-        raise DatasetError(f"{self.path}: the video ends before frame {index}")
+        raise DatasetError(f"{self.path}: the video ends before frame {index}; {VIDEO_HINT}")
 
     def close(self) -> None:
         if self._container is not None:
@@ -211,14 +223,26 @@ class VideoFrameReader:
 
 
 def _load_poses(path: Path) -> np.ndarray:
+    hint = f"it must be the N x {POSE_COLUMNS} float array of LLFF poses and bounds, one row per video"
     try:
         poses = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: not a readable .npy array ({exc})") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        reason = "not in .npy format" if "pickle" in str(exc) else one_line(str(exc))
+        raise DatasetError(f"{path}: not a readable .npy array ({reason}); {hint}") from exc
+    if not isinstance(poses, np.ndarray):  # an .npz archive under the .npy name
+        poses.close()
+        raise DatasetError(f"{path}: is an .npz archive, not an .npy array; {hint}")
     if poses.ndim != 2 or poses.shape[1] != POSE_COLUMNS or len(poses) < 1:
-        raise DatasetError(f"{path}: expected an N x {POSE_COLUMNS} array, got shape {poses.shape}")
-    if not np.issubdtype(poses.dtype, np.number) or not np.isfinite(poses).all():
-        raise DatasetError(f"{path}: holds non-numeric or non-finite values")
+        raise DatasetError(f"{path}: expected an N x {POSE_COLUMNS} array, got shape {poses.shape}; {hint}")
+    if not (np.issubdtype(poses.dtype, np.floating) or np.issubdtype(poses.dtype, np.integer)):
+        raise DatasetError(f"{path}: holds {poses.dtype} values, not real numbers; {hint}")
+    finite = np.isfinite(poses).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite).tolist()
+        raise DatasetError(
+            f"{path}: row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows[:5]))} "
+            f"{'hold' if len(rows) > 1 else 'holds'} a NaN or infinite value; fix or remove the camera"
+        )
     return poses.astype(np.float64)
 
 
@@ -243,10 +267,10 @@ def opencv_to_llff(
 
 
 def _kept_frames(n: int, cfg: MultiviewVideoConfig) -> list[int]:
-    if cfg.frame_step < 1 or (cfg.max_frames is not None and cfg.max_frames < 1):
-        raise ValueError(
-            f"multiview.frame_step ({cfg.frame_step}) and multiview.max_frames ({cfg.max_frames}) must be positive"
-        )
+    if cfg.frame_step < 1:
+        raise UsageError(f"--data.multiview.frame-step: must be at least 1, got {cfg.frame_step}")
+    if cfg.max_frames is not None and cfg.max_frames < 1:
+        raise UsageError(f"--data.multiview.max-frames: must be at least 1, got {cfg.max_frames}")
     return list(range(0, n, cfg.frame_step))[: cfg.max_frames]
 
 
@@ -279,7 +303,8 @@ def read_multiview_video(cfg: DataConfig, workdir: Path) -> SceneData:
     videos = _videos(root)
     if len(videos) != len(poses):
         raise DatasetError(
-            f"{poses_path}: has {len(poses)} camera rows but the folder holds {len(videos)} {VIDEO_PATTERN} videos"
+            f"{poses_path}: has {len(poses)} camera rows but the folder holds {len(videos)} {VIDEO_PATTERN} videos; "
+            "give one row per video, in video name order"
         )
     infos = [probe_video(v) for v in videos]
     for video, info in zip(videos[1:], infos[1:], strict=True):
@@ -297,23 +322,36 @@ def read_multiview_video(cfg: DataConfig, workdir: Path) -> SceneData:
 
     mats = poses[:, :15].reshape(-1, 3, 5)
     Ks, T_world_cam = [], []
-    for pose in mats:
+    for row, (pose, video) in enumerate(zip(mats, videos, strict=True)):
         h, w, focal = pose[:, 4]
         if min(h, w, focal) <= 0:
             raise DatasetError(
-                f"{poses_path}: image size and focal length (h, w, f) must be positive, got {h, w, focal}"
+                f"{poses_path}: row {row} ({video.name}): image size and focal length (h, w, f) must be positive, "
+                f"got ({h:g}, {w:g}, {focal:g}); fix the camera's hwf column"
             )
         if abs((width / w) / (height / h) - 1) > ASPECT_TOLERANCE:
             raise DatasetError(
-                f"{poses_path}: cameras are {w:g}x{h:g} but the videos are {width}x{height} (another aspect ratio)"
+                f"{poses_path}: cameras are {w:g}x{h:g} but the videos are {width}x{height} (another aspect "
+                "ratio); use the videos the poses were made for"
             )
-        Ks.append([[focal * width / w, 0, width / 2], [0, focal * height / h, height / 2], [0, 0, 1]])
-        T_world_cam.append(llff_to_opencv(pose))
+        K = np.array([[focal * width / w, 0, width / 2], [0, focal * height / h, height / 2], [0, 0, 1]])
+        check_intrinsics(
+            K, width, height, poses_path, f"row {row} ({video.name})", "fix the camera's hwf column"
+        )
+        Ks.append(K)
+        T_world_cam.append(
+            check_pose(
+                llff_to_opencv(pose), poses_path, f"the pose in row {row} ({video.name})", "fix the camera"
+            )
+        )
 
     mv = cfg.multiview
     bad = [c for c in mv.test_cameras if not 0 <= c < len(videos)]
     if bad:
-        raise DatasetError(f"{root}: multiview.test_cameras {bad} out of range for {len(videos)} cameras")
+        raise DatasetError(
+            f"{root}: multiview.test_cameras {bad} out of range for {len(videos)} cameras; choose cameras 0 to "
+            f"{len(videos) - 1} with --data.multiview.test-cameras"
+        )
     frames = _kept_frames(n_frames, mv)
     span = max(frames[-1] - frames[0], 1)
     times = [(f - frames[0]) / span for f in frames]
