@@ -111,26 +111,31 @@ class ViewSceneError(SceneFolderError):
 def load_view_scene(path: Path, pipelines: Mapping[str, Any], device: torch.device) -> ViewedScene:
     """A scene folder written by `splat4d reconstruct` (its pipeline, newest checkpoint and cameras), a temporal
     hierarchy folder written by `splat4d export hierarchy` (streamed), or a 3DGS / 4D splat4d PLY file (rendered
-    on a black background, no cameras)."""
+    on a black background, no cameras).
+
+    Raises:
+        ViewSceneError: SCENE is missing, or a PLY file or hierarchy that cannot be shown (damaged, or holding
+            Gaussians that cannot be drawn); the message is one line naming the file.
+    """
     from splat4d.hierarchy import MANIFEST_NAME, HierarchicalScene, HierarchyFormatError
-    from splat4d.io.ply import PlyError, read_ply, read_ply_4d
+    from splat4d.io.ply import PlyError, read_any_ply
+    from splat4d.reconstruct import CONFIG_FILE
 
     path = Path(path)
     if (path / MANIFEST_NAME).is_file():
         try:
             stream = HierarchicalScene(path, device)
+            return ViewedScene(stream.gaussians_at(0.5), stream=stream)
         except HierarchyFormatError as exc:
             raise ViewSceneError(str(exc)) from None
-        return ViewedScene(stream.gaussians_at(0.5), stream=stream)
     if path.is_file():
         try:
-            gaussians: Gaussians | Gaussians4D = read_ply(path)
-        except PlyError as err3d:
-            try:
-                gaussians = read_ply_4d(path)
-            except PlyError:
-                raise ViewSceneError(str(err3d)) from None
+            gaussians = read_any_ply(path)
+        except PlyError as exc:
+            raise ViewSceneError(str(exc)) from None
         return ViewedScene(gaussians.to(device))
+    if path.is_dir() and path.suffix.lower() == ".ply" and not (path / CONFIG_FILE).exists():
+        raise ViewSceneError(f"{path}: is a folder, not a PLY file; name the .ply file itself")
     if not path.is_dir():
         raise ViewSceneError(f"{path}: no such scene folder or PLY file")
     from splat4d.reconstruct import load_trained

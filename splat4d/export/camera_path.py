@@ -8,6 +8,7 @@ with the capture however the world frame is oriented.
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,11 +17,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from splat4d.cameras import Cameras
+from splat4d.data.checks import FLOAT32_MAX, describe_pose_problem
+from splat4d.errors import UserError
 from splat4d.geometry import OPENGL_FROM_OPENCV, look_at, quat_to_rotmat, rotmat_to_quat
 from splat4d.initialization import look_at_point
 
 
-class CameraPathError(ValueError):
+class CameraPathError(UserError):
     """A camera path cannot be built or read; the message says why."""
 
 
@@ -218,6 +221,10 @@ class ImportedPath(NamedTuple):
     """Frames per second the file asks for."""
 
 
+_MAX_RENDER_SIDE = 32768
+"""Largest render_width / render_height read from a camera path file (larger is a typo, not a video)."""
+
+
 def load_nerfstudio_camera_path(
     path: Path, width: int | None = None, height: int | None = None
 ) -> ImportedPath:
@@ -227,23 +234,85 @@ def load_nerfstudio_camera_path(
     looking down −z), `fov` (vertical, degrees) and optionally `time`; the file holds `render_width`,
     `render_height` and `fps`. Poses are taken to be in the scene's world frame. Intrinsics are square-pixel
     pinhole ones centred in the image, at `width` × `height` when given (the vertical field of view is kept).
+
+    Raises:
+        CameraPathError: the file is missing or not JSON, or a value it holds is missing or unusable (a pose that
+            is not a finite rigid transform, a field of view outside (0°, 180°), a non-positive size or frame
+            rate, a non-finite time); the message names the file and the value.
     """
     path = Path(path)
+    hint = "fix the file or export it again from nerfstudio's render panel"
+
+    def fail(why: str) -> CameraPathError:
+        return CameraPathError(f"{path}: {why}; {hint}")
+
+    if path.is_dir():
+        raise CameraPathError(f"{path}: is a folder; name the camera_path.json file itself")
+    if not path.is_file():
+        raise CameraPathError(f"{path}: file not found")
     try:
-        doc = json.loads(path.read_text())
-        entries = doc["camera_path"]
-        W = int(width or doc["render_width"])
-        H = int(height or doc["render_height"])
-        fps = float(doc.get("fps", 24))
-        c2w = torch.tensor([e["camera_to_world"] for e in entries], dtype=torch.float64).reshape(-1, 4, 4)
-        fovs = torch.tensor(
-            [float(e.get("fov", doc.get("default_fov", 50.0))) for e in entries], dtype=torch.float64
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise fail("not UTF-8 text, so not a camera_path.json") from None
+    except json.JSONDecodeError as exc:
+        raise fail(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, lists nested too deeply
+        raise fail(f"not valid JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
+    except OSError as exc:
+        raise CameraPathError(
+            f"{path}: cannot be read ({(exc.strerror or type(exc).__name__).lower()})"
+        ) from None
+    if not isinstance(doc, dict) or "camera_path" not in doc:
+        raise fail("not a nerfstudio camera path (no camera_path list)")
+    camera_type = doc.get("camera_type", "perspective")
+    if camera_type != "perspective":
+        raise CameraPathError(
+            f"{path}: camera_type {camera_type!r} is not supported; splat4d renders perspective cameras only"
         )
-        times = [e.get("time") for e in entries]
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise CameraPathError(f"{path}: not a readable nerfstudio camera path ({exc})") from None
+    entries = doc["camera_path"]
+    if not isinstance(entries, list):
+        raise fail("camera_path is not a list of keyframes")
     if not entries:
-        raise CameraPathError(f"{path}: camera_path is empty")
+        raise fail("camera_path is empty (no frames to render)")
+
+    def number(value: object, what: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) <= FLOAT32_MAX:
+            raise fail(f"{what} is {json.dumps(value)[:40]}, not a finite number")
+        return float(value)
+
+    def size(key: str, given: int | None) -> int:
+        if given:
+            return int(given)
+        if key not in doc:
+            raise fail(f"missing key {key!r}")
+        value = number(doc[key], key)
+        if not (value.is_integer() and 1 <= value <= _MAX_RENDER_SIDE):
+            raise fail(
+                f"{key} is {json.dumps(doc[key])}, not a whole number of pixels in 1..{_MAX_RENDER_SIDE}"
+            )
+        return int(value)
+
+    W, H = size("render_width", width), size("render_height", height)
+    fps = number(doc.get("fps", 24), "fps")
+    if fps <= 0:
+        raise fail(f"fps is {fps:g}, must be positive")
+    default_fov = doc.get("default_fov", 50.0)
+    c2w = torch.empty(len(entries), 4, 4, dtype=torch.float64)
+    fovs = torch.empty(len(entries), dtype=torch.float64)
+    times: list[float | None] = []
+    for i, entry in enumerate(entries):
+        where = f"camera_path[{i}]"
+        if not isinstance(entry, dict):
+            raise fail(f"{where} is not an object")
+        if "camera_to_world" not in entry:
+            raise fail(f"{where} has no camera_to_world")
+        c2w[i] = _rigid_matrix(entry["camera_to_world"], f"{where}.camera_to_world", number, fail)
+        fov = number(entry.get("fov", default_fov), f"{where}.fov" if "fov" in entry else "default_fov")
+        if not 0 < fov < 180:
+            raise fail(f"{where}.fov is {fov:g} degrees, must be between 0 and 180")
+        fovs[i] = fov
+        time = entry.get("time")
+        times.append(None if time is None else number(time, f"{where}.time"))
     T_world_cam = c2w @ OPENGL_FROM_OPENCV.double()
     focal = 0.5 * H / torch.tan(torch.deg2rad(fovs) / 2)
     Ks = torch.zeros(len(entries), 3, 3, dtype=torch.float64)
@@ -253,3 +322,21 @@ def load_nerfstudio_camera_path(
         T_world_cam.float(), Ks.float(), W, H, torch.tensor(times, dtype=torch.float32) if has_times else None
     )
     return ImportedPath(cameras, fps)
+
+
+def _rigid_matrix(
+    value: object, what: str, number: Callable[[object, str], float], fail: Callable[[str], CameraPathError]
+) -> Tensor:
+    """The 4x4 float64 matrix of `value` (16 numbers, flat or as 4 rows of 4), checked to be a finite rigid
+    transform (`splat4d.data.checks.describe_pose_problem`: finite, a rotation, the bottom row 0 0 0 1)."""
+    if isinstance(value, list) and len(value) == 4 and all(isinstance(row, list) for row in value):
+        value = [x for row in value for x in row]
+    if not isinstance(value, list):
+        raise fail(f"{what} is not a list of 16 numbers (a row-major 4x4)")
+    if len(value) != 16:
+        raise fail(f"{what} holds {len(value)} numbers, expected 16 (a row-major 4x4)")
+    T = torch.tensor([number(x, what) for x in value], dtype=torch.float64).reshape(4, 4)
+    problem = describe_pose_problem(T.numpy())
+    if problem is not None:
+        raise fail(f"{what} {problem}")
+    return T

@@ -20,11 +20,14 @@ byte size and SHA-256.
 Writing is crash-safe: each save writes its segment files under fresh names (`<gen>` is a random token of that
 save), then atomically replaces the manifest, then deletes segment files of earlier saves. A reader therefore sees
 either the old or the new hierarchy, never a mix. Every read validates, and every error is one line that starts
-with the offending file.
+with the offending file: the manifest's values (types, finite numbers, a tree small enough to hold, a parameter
+layout a `Gaussians4D` can have) and that every segment file it lists is there at its recorded size when it is read;
+each segment's hash, count, layout and values (`splat4d.io.ply.read_ply_4d`) when the segment is loaded.
 """
 
 import hashlib
 import json
+import math
 import re
 import secrets
 from collections.abc import Iterable
@@ -34,9 +37,10 @@ from typing import Any
 
 import torch
 
+from splat4d.errors import UserError
 from splat4d.gaussians import Gaussians4D
 from splat4d.hierarchy.build import Hierarchy
-from splat4d.hierarchy.tree import Segment, TimeTree
+from splat4d.hierarchy.tree import MAX_LEAVES, Segment, TimeTree
 from splat4d.io.atomic import atomic_write_bytes, atomic_write_text
 from splat4d.io.ply import PlyError, gaussians4d_to_ply_bytes, read_ply_4d
 
@@ -45,9 +49,11 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "hierarchy.json"
 _SEGMENT_FILE = re.compile(r"^L\d+_S\d+_[0-9a-f]{8}\.ply$")
 _HASH_CHUNK = 1 << 20
+_REWRITE = "write the hierarchy again with `splat4d export hierarchy`"
+"""What to do about a damaged hierarchy folder (the end of its error messages)."""
 
 
-class HierarchyFormatError(ValueError):
+class HierarchyFormatError(UserError):
     """A hierarchy folder cannot be read; the one-line message starts with the offending file."""
 
 
@@ -167,23 +173,33 @@ def read_manifest(directory: Path) -> Manifest:
     """Read and validate `directory`/hierarchy.json.
 
     Raises:
-        HierarchyFormatError: missing, not JSON, another format or version, or inconsistent entries.
+        HierarchyFormatError: missing, not JSON, another format or version, inconsistent entries, or a listed
+            segment file that is missing or not of its recorded size.
     """
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         raise HierarchyFormatError(f"{path}: hierarchy manifest not found")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HierarchyFormatError(f"{path}: not valid JSON ({_one_line(exc)})") from None
+    except (
+        ValueError,
+        RecursionError,
+    ) as exc:  # JSONDecodeError, UnicodeDecodeError, 4300-digit numbers, ...
+        raise HierarchyFormatError(f"{path}: not valid JSON ({_one_line(exc)}); {_REWRITE}") from None
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise HierarchyFormatError(f"{path}: cannot be read ({reason})") from None
     try:
-        return _parse_manifest(path, doc)
+        manifest = _parse_manifest(path, doc)
     except HierarchyFormatError:
         raise
     except KeyError as exc:
-        raise HierarchyFormatError(f"{path}: malformed manifest (missing key {exc})") from None
-    except (TypeError, ValueError) as exc:
-        raise HierarchyFormatError(f"{path}: malformed manifest ({_one_line(exc)})") from None
+        raise HierarchyFormatError(f"{path}: malformed manifest (missing key {exc}); {_REWRITE}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise HierarchyFormatError(f"{path}: malformed manifest ({_one_line(exc)}); {_REWRITE}") from None
+    for record in manifest.records.values():
+        _check_segment_file(manifest, record)
+    return manifest
 
 
 def read_segment(manifest: Manifest, segment: Segment) -> Gaussians4D:
@@ -194,14 +210,11 @@ def read_segment(manifest: Manifest, segment: Segment) -> Gaussians4D:
         HierarchyFormatError: the file is missing, corrupt or does not match the manifest.
     """
     record = manifest.records[segment]
-    path = manifest.directory / record.file
-    if not path.is_file():
-        raise HierarchyFormatError(f"{path}: segment file not found (listed in {manifest.path.name})")
-    size = path.stat().st_size
-    if size != record.nbytes:
-        raise HierarchyFormatError(f"{path}: {size} bytes, the manifest says {record.nbytes}")
+    path = _check_segment_file(manifest, record)
     if _sha256(path) != record.sha256:
-        raise HierarchyFormatError(f"{path}: SHA-256 does not match the manifest (file corrupt or replaced)")
+        raise HierarchyFormatError(
+            f"{path}: SHA-256 does not match the manifest (file corrupt or replaced); {_REWRITE}"
+        )
     try:
         gaussians = read_ply_4d(path)
     except PlyError as exc:
@@ -219,6 +232,21 @@ def read_segment(manifest: Manifest, segment: Segment) -> Gaussians4D:
     return gaussians
 
 
+def _check_segment_file(manifest: Manifest, record: SegmentRecord) -> Path:
+    """The path of `record`'s file, after checking that it is a file of the size the manifest records."""
+    path = manifest.directory / record.file
+    if not path.is_file():
+        raise HierarchyFormatError(
+            f"{path}: segment file not found (listed in {manifest.path.name}); {_REWRITE}"
+        )
+    size = path.stat().st_size
+    if size != record.nbytes:
+        raise HierarchyFormatError(
+            f"{path}: {size} bytes, the manifest says {record.nbytes} (file cut short or replaced); {_REWRITE}"
+        )
+    return path
+
+
 def load_hierarchy(directory: Path) -> Hierarchy:
     """Read a whole hierarchy into memory (for editing or flattening; `HierarchicalScene` streams instead)."""
     manifest = read_manifest(directory)
@@ -229,25 +257,36 @@ def load_hierarchy(directory: Path) -> Hierarchy:
 
 def _parse_manifest(path: Path, doc: Any) -> Manifest:
     def fail(why: str) -> HierarchyFormatError:
-        return HierarchyFormatError(f"{path}: {why}")
+        return HierarchyFormatError(f"{path}: {why}; {_REWRITE}")
 
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise fail(f"not a {FORMAT} manifest")
     if doc.get("format_version") != FORMAT_VERSION:
         raise fail(f"format_version {doc.get('format_version')!r} is not the supported {FORMAT_VERSION}")
+    depth, branching = _int(doc["depth"]), _int(doc["branching"])
+    if not 0 <= depth <= MAX_LEAVES.bit_length() or not 2 <= branching <= MAX_LEAVES:
+        raise fail(f"depth {depth} or branching {branching} does not make a tree splat4d can hold")
     try:
-        tree = TimeTree(_int(doc["depth"]), _int(doc["branching"]))
+        tree = TimeTree(depth, branching)
     except ValueError as exc:
         raise fail(_one_line(exc)) from None
-    time_period, threshold = float(doc["time_period"]), float(doc["time_cull_threshold"])
-    if not time_period > 0 or not 0 < threshold < 1:
-        raise fail(f"time_period {time_period} must be > 0 and time_cull_threshold {threshold} in (0, 1)")
+    time_period = _number(doc["time_period"], "time_period")
+    if not (math.isfinite(time_period) and time_period > 0):
+        raise fail(f"time_period {time_period} must be a positive finite number")
+    threshold = _number(doc["time_cull_threshold"], "time_cull_threshold")
+    if not 0 < threshold < 1:
+        raise fail(f"time_cull_threshold {threshold} must be in (0, 1)")
     shapes = doc["param_shapes"]
     if not isinstance(shapes, dict):
         raise fail("param_shapes must be an object")
-    param_shapes = {str(k): tuple(_int(d) for d in v) for k, v in shapes.items()}
+    param_shapes = {str(k): tuple(_int(d) for d in _list(v)) for k, v in shapes.items()}
+    layout_problem = _layout_problem(param_shapes)
+    if layout_problem:
+        raise fail(f"param_shapes do not describe a Gaussians4D ({layout_problem})")
     records: dict[Segment, SegmentRecord] = {}
-    for entry in doc["segments"]:
+    for entry in _list(doc["segments"]):
+        if not isinstance(entry, dict):
+            raise fail(f"segments must hold objects, found {entry!r:.40}")
         segment = Segment(_int(entry["level"]), _int(entry["index"]))
         name = str(entry["file"])
         if not tree.contains_segment(segment):
@@ -258,7 +297,7 @@ def _parse_manifest(path: Path, doc: Any) -> Manifest:
             raise fail(f"segment file {name!r} must be a plain .ply file name inside the folder")
         count, nbytes, sha = _int(entry["count"]), _int(entry["bytes"]), str(entry["sha256"])
         primary = _int(entry["primary"])
-        if not 0 <= primary <= count or nbytes < 0 or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        if count < 1 or not 0 <= primary <= count or nbytes < 0 or not re.fullmatch(r"[0-9a-f]{64}", sha):
             raise fail(f"segment {segment}: bad count, primary, bytes or sha256")
         records[segment] = SegmentRecord(segment, name, count, primary, nbytes, sha)
     records = dict(sorted(records.items(), key=lambda item: tree.canonical_index(item[0])))
@@ -276,8 +315,45 @@ def _parse_manifest(path: Path, doc: Any) -> Manifest:
 
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r}")
+        raise TypeError(f"expected an integer, got {value!r:.40}")
     return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} must be a number, got {value!r:.40}")
+    return float(value)
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {value!r:.40}")
+    return value
+
+
+def _layout_problem(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """What is wrong with `shapes` as the per-Gaussian parameter shapes of a `Gaussians4D`, or None."""
+    rotation = {"rotors": (8,)} if "rotors" in shapes else {"quats_l": (4,), "quats_r": (4,)}
+    expected = {"means4": (4,), "log_scales4": (4,), "opacity_logits": (), **rotation}
+    if shapes.keys() != expected.keys() | {"sh0", "shN"}:
+        return f"parameters {sorted(shapes)}, expected {sorted(expected.keys() | {'sh0', 'shN'})}"
+    wrong = [k for k, shape in expected.items() if shapes[k] != shape]
+    if wrong:
+        return f"{wrong[0]} has shape {list(shapes[wrong[0]])}, expected {list(expected[wrong[0]])}"
+    sh0, shN = shapes["sh0"], shapes["shN"]
+    if (
+        len(sh0) != 3
+        or len(shN) != 3
+        or sh0[0] < 1
+        or sh0[1:] != (1, 3)
+        or shN[0] != sh0[0]
+        or shN[1] < 0
+        or shN[2] != 3
+    ):
+        return f"sh0 {list(sh0)} and shN {list(shN)} are not [M, 1, 3] and [M, K - 1, 3]"
+    if math.isqrt(shN[1] + 1) ** 2 != shN[1] + 1:
+        return f"shN has {shN[1]} higher SH bases, not a full degree"
+    return None
 
 
 def _sha256(path: Path) -> str:

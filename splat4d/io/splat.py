@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from splat4d.errors import UserError
 from splat4d.gaussians import SH_C0, Gaussians
 from splat4d.io.atomic import atomic_write_bytes
 
@@ -21,7 +22,7 @@ SPLAT_DTYPE = np.dtype(
 """One record of a .splat file (32 bytes)."""
 
 
-class SplatError(ValueError):
+class SplatError(UserError):
     """A file is not a readable .splat file; the message names the file."""
 
 
@@ -56,18 +57,37 @@ def read_splat(path: Path) -> Gaussians:
 
     The inverse of `write_splat` up to its quantisation: colours and opacities to 1/255, rotations to 1/128.
     Opacities of 0 and 255 are read as 0.5/255 and 254.5/255 so the logits stay finite.
+
+    Raises:
+        SplatError: the file is missing, empty, not whole records, or holds Gaussians that cannot be drawn
+            (non-finite positions or scales, non-positive scales, all-zero rotations); the message names the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SplatError(f"{path}: is a folder, not a .splat file; name the file itself")
     if not path.is_file():
         raise SplatError(f"{path}: file not found")
     data = path.read_bytes()
+    if not data:
+        raise SplatError(f"{path}: the file is empty (0 bytes); export or copy it again")
     if len(data) % SPLAT_DTYPE.itemsize:
-        raise SplatError(f"{path}: {len(data)} bytes is not a whole number of 32-byte .splat records")
+        raise SplatError(
+            f"{path}: {len(data)} bytes is not a whole number of 32-byte .splat records; "
+            "the file is cut short or not a .splat file"
+        )
     records = np.frombuffer(data, dtype=SPLAT_DTYPE)
     N = len(records)
+    hint = "the file is damaged or not a .splat file; export it again"
+    bad = ~np.isfinite(records["position"]).all(axis=1) | ~np.isfinite(records["scale"]).all(axis=1)
+    if bad.any():
+        raise SplatError(f"{path}: {bad.sum()} of {N} Gaussians have non-finite positions or scales; {hint}")
     scales = records["scale"].astype(np.float64)
-    if (scales <= 0).any():
-        raise SplatError(f"{path}: non-positive scales; not a .splat file")
+    bad = (scales <= 0).any(axis=1)
+    if bad.any():
+        raise SplatError(f"{path}: {bad.sum()} of {N} Gaussians have non-positive scales; {hint}")
+    bad = (records["rotation"] == 128).all(axis=1)
+    if bad.any():
+        raise SplatError(f"{path}: {bad.sum()} of {N} Gaussians have an all-zero rotation; {hint}")
     rgba = records["rgba"].astype(np.float64) / 255
     alpha = np.clip(rgba[:, 3], 0.5 / 255, 254.5 / 255)
     quats = (records["rotation"].astype(np.float64) - 128) / 128
