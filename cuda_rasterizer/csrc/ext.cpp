@@ -41,7 +41,11 @@ void check_shape(const Tensor& x, const char* name, std::initializer_list<int64_
 void* stream_of(const Tensor& x) {
   return static_cast<void*>(c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
 }
-#define S4D_DEVICE_GUARD(x) const c10::cuda::OptionalCUDAGuard guard(x.is_cuda() ? x.device() : at::Device(at::kCPU))
+// A CUDA device guard for CUDA tensors only: OptionalCUDAGuard refuses any other device type, so giving it the CPU
+// device made every CPU op of a WITH_CUDA build throw "CUDAGuardImpl initialized with non-CUDA DeviceType: cpu".
+#define S4D_DEVICE_GUARD(x)                                                                          \
+  const c10::cuda::OptionalCUDAGuard guard((x).is_cuda() ? std::optional<at::Device>((x).device()) \
+                                                         : std::optional<at::Device>())
 #else
 #define S4D_DEVICE_GUARD(x)
 #endif

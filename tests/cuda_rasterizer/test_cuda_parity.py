@@ -52,3 +52,21 @@ def test_cuda_matches_reference_forward_and_backward(n: int, width: int, height:
     for r, c in zip(ref_grads, gpu_grads, strict=True):
         scale = r.abs().max().clamp_min(1e-6)
         assert (c.cpu() - r).abs().max() / scale < 1e-3
+
+
+def test_cpu_and_cuda_kernels_work_side_by_side_in_one_process() -> None:
+    """A build WITH_CUDA keeps its CPU kernels: once made its device guard refused CPU tensors, so every CPU op
+    failed on GPU machines. Alternate the two backends in one process, forward and backward, and compare them."""
+    inp = _inputs(300, 64, 48, 2, seed=7)
+    v = torch.randn(2, 48, 64, 3, generator=torch.Generator().manual_seed(1))
+    grads = {}
+    for device, backend in (("cpu", "cpu"), ("cuda", "cuda"), ("cpu", "cpu")):
+        leaves, out = _pipeline(inp, device, backend)
+        g = torch.autograd.grad((out.colors * v.to(device)).sum(), leaves)
+        grads.setdefault(backend, []).append([x.cpu() for x in (out.colors, *g)])
+    first_cpu, again_cpu = grads["cpu"]
+    for a, b in zip(first_cpu, again_cpu, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)  # the CUDA run between them changed nothing
+    for c, g in zip(first_cpu, grads["cuda"][0], strict=True):
+        scale = c.abs().max().clamp_min(1e-6)
+        assert (g - c).abs().max() / scale < 1e-3
