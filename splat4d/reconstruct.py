@@ -111,20 +111,25 @@ def check_run_settings(cfg: Any) -> None:
         raise UsageError(f"--views: must be at least 1, got {views}")
 
 
-def prepare_output(
+def check_output(
     out: Path, record: dict[str, Any], overwrite: bool, state_folders: tuple[str, ...] = ()
 ) -> bool:
-    """Check that `out` may hold this run (`splat4d.scene_folder`: absent, empty or a splat4d scene), claim it
-    and write its config. Returns True when a run is to be resumed: a checkpoint, or files in one of
-    `state_folders` (a pipeline's own training state, `PipelineSpec`); with `overwrite`, what splat4d wrote there
-    is removed instead."""
+    """Check, without writing anything, that `out` may hold this run (`splat4d.scene_folder`: absent, empty or a
+    splat4d scene; a run there resumes only under the same settings). Returns True when a run is to be resumed: a
+    checkpoint, or files in one of `state_folders` (a pipeline's own training state, `PipelineSpec`); never with
+    `overwrite`.
+
+    Raises:
+        SceneFolderError: `out` is a file, a folder of something else, or holds a run with other settings.
+    """
     out = Path(out)
-    config_path = out / CONFIG_FILE
     check_output_folder(out)
     resumable = latest_checkpoint(out / "checkpoints") is not None or any(
         (out / name).is_dir() and any((out / name).iterdir()) for name in state_folders
     )
-    if is_scene(out) and resumable and not overwrite:
+    if overwrite:
+        return False
+    if is_scene(out) and resumable:
         stored = read_record(out)
         diffs = _differences(
             {k: v for k, v in stored.items() if k != "splat4d_version"},
@@ -135,12 +140,41 @@ def prepare_output(
                 f"{out}: holds a run with different settings ({', '.join(diffs[:4])}); "
                 "rerun with the same settings to resume, or pass --overwrite to start over"
             )
+    return resumable
+
+
+def commit_output(
+    out: Path, record: dict[str, Any], overwrite: bool, state_folders: tuple[str, ...] = ()
+) -> None:
+    """Take `out` for this run (after `check_output`, once the input has been read): mark it as a splat4d scene,
+    with `overwrite` remove what an earlier run wrote there, and write the run's config."""
+    out = Path(out)
     claim(out, splat4d.__version__)
     if overwrite:
         clear_outputs(out, state_folders)
-        resumable = False
-    atomic_write_text(config_path, to_yaml(record))
+    atomic_write_text(out / CONFIG_FILE, to_yaml(record))
+
+
+def prepare_output(
+    out: Path, record: dict[str, Any], overwrite: bool, state_folders: tuple[str, ...] = ()
+) -> bool:
+    """`check_output` then `commit_output` at once (for callers with no input to read in between)."""
+    resumable = check_output(out, record, overwrite, state_folders)
+    commit_output(out, record, overwrite, state_folders)
     return resumable
+
+
+def _remove_partial_output(out: Path, existed: bool) -> None:
+    """Undo what a run that failed before training wrote into `out`: the whole folder when the run created it,
+    else (it was empty) only its contents, so a folder the user made, a mount point or a link stays."""
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for child in Path(out).iterdir() if Path(out).is_dir() else []:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def write_cameras_json(path: Path, scene: SceneData) -> None:
@@ -198,13 +232,17 @@ def reconstruct(
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=Path(cfg.data.path).resolve()))
     if not cfg.data.path.exists():
         raise DatasetError(f"{cfg.data.path}: does not exist")
-    created = not out.exists() or is_empty(out)
+    record = _record(pipeline_name, preset, cfg)
+    # Nothing in `out` changes until the input has been read: a refused or interrupted run (a typo in the input,
+    # Ctrl-C during SfM) leaves an existing scene as it was, even with --overwrite.
+    resuming = check_output(out, record, overwrite, spec.state_folders)
+    existed, was_empty = out.exists(), is_empty(out)
     try:
-        resuming = prepare_output(out, _record(pipeline_name, preset, cfg), overwrite, spec.state_folders)
         scene = _load_scene(spec, cfg, out / "cache")
+        commit_output(out, record, overwrite, spec.state_folders)
     except BaseException:
-        if created:  # the folder was made (or was empty) for this run: leave nothing half-made behind
-            shutil.rmtree(out, ignore_errors=True)
+        if not existed or was_empty:  # the folder held nothing before: leave nothing half-made behind
+            _remove_partial_output(out, existed)
         raise
     console.print(
         f"{cfg.data.path}: {len(scene.cameras)} images ({len(scene.train_indices)} train, "
@@ -279,6 +317,10 @@ def load_trained(out: Path, pipelines: dict[str, PipelineSpec], device: torch.de
     """Rebuild the pipeline of scene folder `out` with the parameters of its newest checkpoint."""
     out = Path(out)
     config_path = out / CONFIG_FILE
+    if out.is_dir() and not is_scene(out):
+        raise SceneFolderError(
+            f"{config_path}: not a splat4d run record; not a scene made by `splat4d reconstruct`"
+        )
     record = read_record(out)
     name, preset = record.get("pipeline"), record.get("preset")
     if name not in pipelines:

@@ -7,11 +7,13 @@
   their next run. A file merely *named* `config.yaml`, `checkpoints/` or `point_cloud.ply` does not make a scene.
 - `reconstruct -o OUT` writes into OUT only when OUT is absent, empty or a scene folder; anything else is refused
   before a byte is written, with or without `--overwrite`.
-- `--overwrite` starts a scene folder over. It removes only what splat4d writes there (`SCENE_FILES`, the
-  checkpoints `checkpoints/step-*.pt`, the evaluation renders `eval/*.png`, and a pipeline's own state folders);
-  other files in the folder (yours, `exports/`, the input cache `cache/`) stay.
-- A run that fails before training starts (unreadable input, Ctrl-C during SfM) in a folder it created itself
-  removes that folder again, so no half-made scene is left behind.
+- `--overwrite` starts a scene folder over, once the new input has been read (a refused run changes nothing). It
+  removes only what splat4d writes there (`SCENE_FILES`, the checkpoints `checkpoints/step-*.pt`, the evaluation
+  renders `eval/<view>.png` of the views its `metrics.json` lists, and a pipeline's own state folders); other
+  files in the folder (yours, `exports/`, the input cache `cache/`) stay.
+- A run that fails before training starts (unreadable input, Ctrl-C during SfM) removes the folder again when it
+  created it, or empties it again when it was empty (the folder itself, its permissions or a link to it stay), so
+  no half-made scene is left behind.
 """
 
 import json
@@ -30,7 +32,6 @@ SCENE_FILES = ("config.yaml", "cameras.json", "log.jsonl", "metrics.json", "poin
 """Files of a scene folder that splat4d writes, and `--overwrite` removes (`config.yaml` is written anew)."""
 _CHECKPOINT = re.compile(r"^step-\d+\.pt(\.corrupt)?$")
 """Checkpoints, and unreadable ones set aside by a resumed run (`splat4d.io.checkpoint`)."""
-_EVAL_RENDER = re.compile(r"^[^/]+\.png$")
 
 
 class SceneFolderError(UserError):
@@ -91,21 +92,36 @@ def clear_outputs(out: Path, state_folders: tuple[str, ...] = ()) -> list[Path]:
     if not is_scene(out):
         raise SceneFolderError(f"{out}: not a splat4d scene; --overwrite only ever replaces a splat4d scene")
     removed: list[Path] = []
+    for path in _evaluation_renders(out):
+        path.unlink()
+        removed.append(path)
     for name in SCENE_FILES:
         if (out / name).is_file():
             (out / name).unlink()
             removed.append(out / name)
-    for sub, pattern in (("checkpoints", _CHECKPOINT), ("eval", _EVAL_RENDER)):
-        folder = out / sub
-        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if path.is_file() and pattern.match(path.name):
-                path.unlink()
-                removed.append(path)
+    folder = out / "checkpoints"
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_file() and _CHECKPOINT.match(path.name):
+            path.unlink()
+            removed.append(path)
     for name in state_folders:
         if (out / name).is_dir():
             shutil.rmtree(out / name)
             removed.append(out / name)
     return removed
+
+
+def _evaluation_renders(out: Path) -> list[Path]:
+    """The renders `splat4d.evaluate` wrote in `out/eval/`: one `<view>.png` per view its metrics.json lists (none
+    when metrics.json is missing or unreadable: then nothing in eval/ is taken for splat4d's)."""
+    try:
+        views = json.loads((out / "metrics.json").read_text()).get("views", [])
+        names = {str(view["name"]) for view in views}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError, KeyError):
+        return []
+    return [
+        out / "eval" / f"{name}.png" for name in sorted(names) if (out / "eval" / f"{name}.png").is_file()
+    ]
 
 
 def read_record(out: Path) -> dict[str, Any]:

@@ -17,12 +17,13 @@ from PIL import Image, UnidentifiedImageError
 
 from splat4d.data.base import DatasetError
 
-ROTATION_TOLERANCE = 1e-3
+ROTATION_TOLERANCE = 2e-2
 """Largest |RᵀR − I| entry (dimensionless: a rotation's columns are unit vectors whatever the scene's scale) for
 the 3x3 part of a pose to count as a rotation. Real poses are orthonormal to ~1e-7 in float64 and ~1e-5 after a
-round trip through float32 (the NeRF-synthetic and D-NeRF files are within 2e-6, hand-rounded exports ~1e-4);
-a rotation scaled by s is off by |s² − 1|, so a stretch of more than ~0.05% (or a shear, or an all-zero block) is
-refused: it would distort every ray rendered from that camera."""
+round trip through float32 (the NeRF-synthetic and D-NeRF files are within 2e-6); matrices written with 3
+decimals are off by ~1e-3 and with 2 decimals by ~1e-2, and still mean a rotation. A rotation scaled by s is off
+by |s² − 1|, so a stretch of more than ~1% (or a shear, or an all-zero block) is refused: it is not a camera pose.
+`check_pose` returns accepted poses with their 3x3 part replaced by the nearest rotation."""
 BOTTOM_ROW_TOLERANCE = 1e-4
 """Largest deviation of a 4x4 pose's bottom row from [0, 0, 0, 1] (float32 round-off stays below 1e-6)."""
 QUATERNION_TOLERANCE = 1e-3
@@ -102,7 +103,9 @@ def describe_pose_problem(T: np.ndarray) -> str | None:
 def check_pose(
     T: np.ndarray, file: Path | str, what: str, hint: str = "fix or remove the frame"
 ) -> np.ndarray:
-    """`T` as float64 when it is a rigid 4x4 transform (`describe_pose_problem`).
+    """`T` as float64 when it is a rigid 4x4 transform within the tolerances (`describe_pose_problem`), made
+    exactly rigid: its 3x3 part replaced by the nearest rotation (polar decomposition) and its bottom row by
+    [0, 0, 0, 1], so rounding in the file never reaches the renderer.
 
     Raises:
         DatasetError: `<file>: <what> <problem>; <hint>`.
@@ -110,7 +113,11 @@ def check_pose(
     problem = describe_pose_problem(T)
     if problem is not None:
         raise DatasetError(f"{file}: {what} {problem}; {hint}")
-    return np.asarray(T, dtype=np.float64)
+    T = np.array(T, dtype=np.float64)
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    T[:3, :3] = U @ Vt  # det > 0 is checked above, so this is a rotation, not a reflection
+    T[3] = [0.0, 0.0, 0.0, 1.0]
+    return T
 
 
 def describe_intrinsics_problem(K: np.ndarray, width: int, height: int) -> str | None:

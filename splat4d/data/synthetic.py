@@ -574,16 +574,20 @@ def _validate(cfg: SampleConfig) -> None:
         value, default = getattr(cfg, f.name), f.default
         expected = (int, float) if isinstance(default, float) else type(default)
         if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
-            raise SampleError(f"{f.name} must be a {type(default).__name__}, got {value!r}")
+            flag = f"--cfg.{f.name.replace('_', '-')}"
+            raise SampleError(f"{f.name} ({flag}) must be a {type(default).__name__}, got {value!r}")
     checks = {
-        "layout must be 'monocular' or 'multiview'": cfg.layout in ("monocular", "multiview"),
-        "width and height must be at least 8": min(cfg.width, cfg.height) >= 8,
-        "n_views, n_frames and n_points must be positive": min(cfg.n_views, cfg.n_frames, cfg.n_points) >= 1,
-        "n_cameras must be at least 2 (one is the test camera)": cfg.n_cameras >= 2,
-        "test_camera must be one of the cameras": 0 <= cfg.test_camera < cfg.n_cameras,
-        "test_every must be at least 2": cfg.test_every >= 2,
-        "fov_degrees must be in (0, 180)": 0 < cfg.fov_degrees < 180,
-        "arc_degrees must be in (0, 360]": 0 < cfg.arc_degrees <= 360,
+        "layout (--cfg.layout) must be 'monocular' or 'multiview'": cfg.layout in ("monocular", "multiview"),
+        "width and height (--cfg.width, --cfg.height) must be at least 8": min(cfg.width, cfg.height) >= 8,
+        "n_views, n_frames and n_points (--views, --cfg.n-frames, --cfg.n-points) must be positive": min(
+            cfg.n_views, cfg.n_frames, cfg.n_points
+        )
+        >= 1,
+        "n_cameras (--cfg.n-cameras) must be at least 2 (one is the test camera)": cfg.n_cameras >= 2,
+        "test_camera (--cfg.test-camera) must be one of the cameras": 0 <= cfg.test_camera < cfg.n_cameras,
+        "test_every (--cfg.test-every) must be at least 2": cfg.test_every >= 2,
+        "fov_degrees (--cfg.fov-degrees) must be in (0, 180)": 0 < cfg.fov_degrees < 180,
+        "arc_degrees (--cfg.arc-degrees) must be in (0, 360]": 0 < cfg.arc_degrees <= 360,
     }
     for message, ok in checks.items():
         if not ok:

@@ -232,6 +232,21 @@ def test_sound_poses_at_float32_precision_still_load(capsys, photos, tmp_path):
     assert result.status == 0, result.stderr
 
 
+def test_poses_written_with_three_decimals_load_and_become_exact_rotations(photos):
+    # Hand-written or exported transforms rounded to 3 decimals (|RᵀR − I| ~ 1e-3) still mean rotations; the
+    # reader hands on the nearest rotation, so the rounding never reaches the renderer.
+    from splat4d.data import load_scene
+    from splat4d.data.config import DataConfig
+
+    meta = read_meta(photos)
+    for frame in meta["frames"]:
+        frame["transform_matrix"] = np.round(np.asarray(frame["transform_matrix"]), 3).tolist()
+    write_meta(photos, meta)
+    scene = load_scene(DataConfig(path=photos), photos / "work")
+    R = scene.cameras.T_world_cam[:, :3, :3].double()
+    assert (R.transpose(1, 2) @ R - torch.eye(3, dtype=torch.float64)).abs().max() < 1e-6
+
+
 # --- Blender ---------------------------------------------------------------------------------------------------
 
 

@@ -175,3 +175,27 @@ def test_a_damaged_streamed_training_state_is_one_line_naming_it(tmp_path, how):
         load_state_file(path)
     with pytest.raises(UserError, match="missing"):
         load_state_file(tmp_path / "absent.pt")
+
+
+def test_png_frames_never_replace_frames_splat4d_did_not_write(capsys, reconstructed_sample, tmp_path):
+    """ffmpeg names frames frame_%05d.png too: only a folder holding splat4d's marker is ever replaced."""
+    frames = tmp_path / "clip_frames"
+    frames.mkdir()
+    (frames / "frame_00000.png").write_bytes(b"my frame")
+    args = ("export", "video", reconstructed_sample, "--out", tmp_path / "clip.mp4", "--no-mp4", "--pngs",
+            "--overwrite", "--frames", "2", "--no-progress")  # fmt: skip
+    assert_one_line_error(run_cli(capsys, *args), frames)
+    assert (frames / "frame_00000.png").read_bytes() == b"my frame"
+    (frames / "frame_00000.png").unlink()
+    frames.rmdir()
+    assert run_cli(capsys, *args).status == 0  # written by splat4d, with its marker:
+    assert run_cli(capsys, *args).status == 0  # so --overwrite replaces it
+    assert sorted(p.name for p in frames.glob("*.png")) == ["frame_00000.png", "frame_00001.png"]
+
+
+def test_a_write_error_names_the_output_not_a_temporary_file(capsys, reconstructed_sample, tmp_path):
+    scene = Path(shutil.copytree(reconstructed_sample, tmp_path / "scene"))
+    (scene / "metrics.json").unlink()
+    (scene / "metrics.json").mkdir()
+    line = assert_one_line_error(run_cli(capsys, "eval", scene), scene / "metrics.json")
+    assert ".tmp" not in line

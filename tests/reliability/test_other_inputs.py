@@ -46,5 +46,5 @@ def test_sample_names_a_broken_recipe(capsys, tmp_path):
 
 
 def test_sample_refuses_bad_settings_in_one_line(capsys, tmp_path):
-    result = run_cli(capsys, "sample", tmp_path / "out", "--views", "0")
-    assert_one_line_error(result, "n_views")
+    assert_one_line_error(run_cli(capsys, "sample", tmp_path / "out", "--views", "0"), "--views")
+    assert_one_line_error(run_cli(capsys, "sample", tmp_path / "out", "--cfg.width", "0"), "--cfg.width")

@@ -186,3 +186,40 @@ def test_a_full_disk_names_the_file_being_written_and_leaves_no_folder(capsys, p
     line = assert_one_line_error(result, out)
     assert "no space left on device" in line and "free some disk space" in line
     assert not out.exists()
+
+
+def test_overwrite_with_an_input_that_is_refused_leaves_the_scene_as_it_was(capsys, photos, tmp_path):
+    out = tmp_path / "scene"
+    assert run_cli(capsys, "reconstruct", photos, "-o", out, *FAST).status == 0
+    before = tree_digest(out)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "transforms.json").write_text('{"frames": 3}')
+    result = run_cli(capsys, "reconstruct", bad, "-o", out, "--overwrite", *FAST)
+    assert_one_line_error(result, bad / "transforms.json")
+    assert tree_digest(out) == before
+
+
+def test_a_failed_run_empties_a_folder_the_user_made_but_keeps_the_folder(capsys, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "transforms.json").write_text('{"frames": 3}')
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    mine.chmod(0o1777)
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    for out in (mine, link):
+        assert_one_line_error(run_cli(capsys, "reconstruct", bad, "-o", out, *FAST), bad / "transforms.json")
+        assert mine.is_dir() and not any(mine.iterdir()) and (mine.stat().st_mode & 0o7777) == 0o1777
+    assert link.is_symlink()
+
+
+def test_overwrite_keeps_pngs_in_eval_that_splat4d_did_not_render(capsys, photos, tmp_path):
+    out = tmp_path / "scene"
+    assert run_cli(capsys, "reconstruct", photos, "-o", out, *FAST).status == 0
+    renders = sorted(p.name for p in (out / "eval").glob("*.png"))
+    (out / "eval" / "my_screenshot.png").write_bytes(b"mine")
+    assert run_cli(capsys, "reconstruct", photos, "-o", out, "--overwrite", *FAST).status == 0
+    assert (out / "eval" / "my_screenshot.png").read_bytes() == b"mine"
+    assert sorted(p.name for p in (out / "eval").glob("*.png")) == sorted([*renders, "my_screenshot.png"])
