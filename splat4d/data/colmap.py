@@ -6,13 +6,16 @@ folder next to `sparse/`. Any pycolmap camera model is accepted: non-pinhole cam
 `<workdir>/undistorted/` once and read from there afterwards.
 
 COLMAP stores `cam_from_world` (world → camera) with OpenCV camera axes and pixel centres at +0.5, the same
-conventions as `splat4d.cameras`, so the only conversion is the inverse to `T_world_cam`.
+conventions as `splat4d.cameras`, so the only conversion is the inverse to `T_world_cam`. Reading a model needs
+pycolmap (imported there, `splat4d.optional`); detecting one does not.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
 import torch
 from jaxtyping import Float
 
@@ -23,6 +26,10 @@ from splat4d.data.colmap_files import HINT, check_model_files, model_file, pose_
 from splat4d.data.config import DataConfig
 from splat4d.data.undistort import DistortedView, PinholeView, is_pinhole, undistort_views
 from splat4d.errors import one_line
+from splat4d.optional import require
+
+if TYPE_CHECKING:
+    import pycolmap
 
 MODEL_FILES = ("cameras", "images", "points3D")
 """Files (`.bin` or `.txt`) that make a folder a COLMAP sparse model."""
@@ -225,7 +232,8 @@ def read_colmap(cfg: DataConfig, workdir: Path) -> SceneData:
     Raises:
         DatasetError: naming the file when the model is missing, truncated, corrupt or malformed (each file is
             walked before pycolmap reads it: `splat4d.data.colmap_files`), holds an unusable camera, pose or
-            point, or an image is missing, does not decode in full or is of another size.
+            point, or an image is missing, does not decode in full or is of another size; or pycolmap is not
+            installed.
     """
     path = Path(cfg.path)
     model_dir = find_model(path) if path.is_dir() else None
@@ -236,6 +244,7 @@ def read_colmap(cfg: DataConfig, workdir: Path) -> SceneData:
     images_dir = _find_images_dir(model_dir)
     if images_dir is None:
         raise DatasetError(f"{model_dir}: no images/ folder next to this COLMAP model")
+    pycolmap = require("pycolmap", "read COLMAP workspaces", DatasetError)
     check_model_files(model_dir)
     try:
         reconstruction = pycolmap.Reconstruction(model_dir)

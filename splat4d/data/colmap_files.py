@@ -13,22 +13,28 @@ Formats: COLMAP's `src/colmap/scene/reconstruction_io_binary.cc` and `reconstruc
 data little-endian; `rigs` and `frames` exist in models written by COLMAP 3.12 and later).
 """
 
+import functools
 import math
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-import pycolmap
-
 from splat4d.data.base import DatasetError
+from splat4d.optional import require
 
 REQUIRED = ("cameras", "images", "points3D")
 OPTIONAL = ("rigs", "frames")
 HINT = "re-export the model (e.g. `colmap model_converter`) or restore the file from a backup"
 
 
-def _num_params() -> dict[int, tuple[str, int]]:
-    """Camera model id → (name, number of parameters), from pycolmap's own table."""
+@functools.cache
+def camera_models() -> dict[int, tuple[str, int]]:
+    """Camera model id → (name, number of parameters), from pycolmap's own table.
+
+    Raises:
+        DatasetError: pycolmap is not installed.
+    """
+    pycolmap = require("pycolmap", "read COLMAP models", DatasetError)
     table = {}
     for name, model in pycolmap.CameraModelId.__members__.items():
         if int(model) >= 0:
@@ -37,8 +43,10 @@ def _num_params() -> dict[int, tuple[str, int]]:
     return table
 
 
-CAMERA_MODELS = _num_params()
-CAMERA_MODEL_BY_NAME = {name: (model_id, n) for model_id, (name, n) in CAMERA_MODELS.items()}
+@functools.cache
+def _camera_models_by_name() -> dict[str, tuple[int, int]]:
+    """Camera model name → (id, number of parameters)."""
+    return {name: (model_id, n) for model_id, (name, n) in camera_models().items()}
 
 
 def model_format(model_dir: Path) -> str:
@@ -150,11 +158,12 @@ def _walk(path: Path, body) -> None:
 
 def _cameras_bin(path: Path) -> None:
     def body(b: _Bytes) -> None:
+        models = camera_models()
         for _ in range(b.count(_CAMERA.size, "cameras")):
             camera_id, model_id, _, _ = b.take(_CAMERA)
-            if model_id not in CAMERA_MODELS:
+            if model_id not in models:
                 raise _CorruptError(f"camera {camera_id} has unknown camera model id {model_id}")
-            b.skip(CAMERA_MODELS[model_id][1], 8, "parameter")
+            b.skip(models[model_id][1], 8, "parameter")
 
     _walk(path, body)
 
@@ -272,11 +281,12 @@ def _rigid(fields: list[str], what: str) -> None:
 def _camera_line(fields: list[str]) -> None:
     _need(fields, 4, "CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]")
     _int(fields[0], "camera id")
-    if fields[1] not in CAMERA_MODEL_BY_NAME:
+    models = _camera_models_by_name()
+    if fields[1] not in models:
         raise _BadLineError(f"camera model {_short(fields[1])} is not a COLMAP camera model")
     _int(fields[2], "width", low=1)
     _int(fields[3], "height", low=1)
-    expected = CAMERA_MODEL_BY_NAME[fields[1]][1]
+    expected = models[fields[1]][1]
     if len(fields) - 4 != expected:
         raise _BadLineError(
             f"a {fields[1]} camera has {expected} parameters, this line has {len(fields) - 4}"

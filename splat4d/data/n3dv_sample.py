@@ -14,13 +14,13 @@ frames at the known poses (`pipelines.dynamic.scene`).
 import re
 from pathlib import Path
 
-import av
 import imageio.v3 as iio
 import numpy as np
 
 from splat4d.data.base import DatasetError
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.video import POSES_FILE, opencv_to_llff
+from splat4d.optional import require
 
 FRAME_NAME = re.compile(r"cam(\d+)_t(\d+)$")
 """How the sample writer names a multi-view frame: camera index and frame index."""
@@ -29,7 +29,12 @@ DEFAULT_NEAR_FAR = (0.1, 100.0)
 
 
 def encode_video(path: Path, frames: list[np.ndarray], fps: int = 30, crf: int = 10, gop: int = 10) -> None:
-    """H.264 (yuv420p) of RGB uint8 `frames` at `crf` (lower: closer to the frames) with a keyframe every `gop`."""
+    """H.264 (yuv420p) of RGB uint8 `frames` at `crf` (lower: closer to the frames) with a keyframe every `gop`.
+
+    Raises:
+        UserError: PyAV is not installed.
+    """
+    av = require("av", "encode videos")
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "g": str(gop)})
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"

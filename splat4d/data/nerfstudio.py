@@ -5,14 +5,18 @@ Poses are camera-to-world in OpenGL axes and become OpenCV `T_world_cam`. Intrin
 to pinhole with pycolmap into a work folder (`splat4d.data.undistort`). `ns-process-data` output also carries
 per-frame `mask_path` (used as masks, undistorted with their images) and `applied_transform`, the transform it already applied to the COLMAP
 poses and to `ply_file_path`; both are in the file's frame, so it is only recorded in the metadata. Depth maps
-of undistorted frames are dropped: they stay in the distorted geometry.
+of undistorted frames are dropped: they stay in the distorted geometry. Only undistortion needs pycolmap
+(imported there, `splat4d.optional`): pinhole frames are read without it.
 """
+
+from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
 import torch
 import trimesh
 
@@ -30,6 +34,10 @@ from splat4d.data.checks import (
 )
 from splat4d.data.undistort import DistortedView, undistort_views
 from splat4d.geometry import OPENGL_FROM_OPENCV
+from splat4d.optional import require
+
+if TYPE_CHECKING:
+    import pycolmap
 
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 """nerfstudio's distortion parameters: radial k1…k4 (perspective: powers r², r⁴, r⁶, r⁸), tangential p1, p2."""
@@ -71,6 +79,10 @@ def _intrinsics(meta: dict, frame: dict, path: Path) -> tuple[np.ndarray, int, i
     return K.astype(np.float32), sizes[0], sizes[1]
 
 
+def _pycolmap(path: Path) -> ModuleType:
+    return require("pycolmap", f"undistort the frames with lens distortion in {path}", DatasetError)
+
+
 def _distorted_camera(
     meta: dict, frame: dict, K: np.ndarray, w: int, h: int, path: Path
 ) -> pycolmap.Camera | None:
@@ -96,7 +108,7 @@ def _distorted_camera(
             params += [d["k3"], 0.0, 0.0, 0.0]  # FULL_OPENCV: k3 is the r⁶ term; k4…k6 form a denominator
     else:
         raise DatasetError(f"{path}: camera_model {model!r} is not supported (use OPENCV or OPENCV_FISHEYE)")
-    return pycolmap.Camera(model=model, width=w, height=h, params=params)
+    return _pycolmap(path).Camera(model=model, width=w, height=h, params=params)
 
 
 def _cache_name(file_path: str, index: int) -> str:
@@ -125,7 +137,7 @@ def read_nerfstudio(path: Path, test_every: int = 8, workdir: Path | None = None
     Raises:
         DatasetError: naming the file, the frame and the value when the file is missing or malformed, an image is
             missing or of another size than `w` x `h`, frames end up at different image sizes, or frames have
-            distortion and no `workdir` is given.
+            distortion and no `workdir` is given or pycolmap is not installed.
     """
     path = Path(path)
     if path.is_dir():
@@ -173,6 +185,7 @@ def read_nerfstudio(path: Path, test_every: int = 8, workdir: Path | None = None
     if any(camera is not None for camera in distorted):
         if workdir is None:
             raise DatasetError(f"{path}: frames have lens distortion; undistorting them needs a work folder")
+        pycolmap = _pycolmap(path)
         views = [
             DistortedView(
                 _cache_name(n, i),

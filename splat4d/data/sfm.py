@@ -8,7 +8,12 @@ COLMAP workspace (`splat4d.data.colmap`), which undistorts it to pinhole. Work f
     <workdir>/sfm/           database.db and model/ (the kept reconstruction), reused while the image names,
                              sizes, modification times and the SfM settings are unchanged (stamp.json)
     <workdir>/undistorted/   undistorted images, when the camera model has distortion
+
+pycolmap (and PyAV, for a video) are imported where they are used (`splat4d.optional`); detecting the formats
+needs neither.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import json
@@ -16,10 +21,10 @@ import math
 import shutil
 import warnings
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
-import pycolmap
 import torch
 from rich.progress import (
     BarColumn,
@@ -37,6 +42,10 @@ from splat4d.data.config import DataConfig, SfmConfig, VideoConfig
 from splat4d.data.undistort import quiet_colmap, replace_dir, stamp_matches
 from splat4d.data.video import VIDEO_HINT, av_reason
 from splat4d.errors import UsageError, one_line
+from splat4d.optional import require
+
+if TYPE_CHECKING:
+    import pycolmap
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -51,6 +60,14 @@ MAX_LISTED = 8
 FRAME_JPEG_QUALITY = 95
 FRAME_TIMES = "times.json"
 """Written beside the extracted frames: seconds into the video of each frame, by file name."""
+
+
+def _pycolmap(purpose: str = "run SfM") -> ModuleType:
+    return require("pycolmap", purpose, DatasetError)
+
+
+def _av() -> ModuleType:
+    return require("av", "read the frames of a video", DatasetError)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -103,6 +120,7 @@ def _sfm_key(files: list[Path], sfm: SfmConfig) -> dict:
 
 
 def _run_sfm_into(folder: Path, images_dir: Path, files: list[Path], sfm: SfmConfig, progress: bool) -> None:
+    pycolmap = _pycolmap()
     database = folder / "database.db"
     names = [f.name for f in files]
     reader = pycolmap.ImageReaderOptions()
@@ -171,7 +189,11 @@ def run_sfm(
 
     Returns:
         The largest reconstruction, also written to `folder/model/`; None when mapping found none.
+
+    Raises:
+        DatasetError: pycolmap is not installed, or the cached result cannot be read.
     """
+    pycolmap = _pycolmap()
     if sfm.camera_model not in pycolmap.CameraModelId.__members__ or sfm.camera_model == "INVALID":
         raise UsageError(
             f"--data.sfm.camera-model: {sfm.camera_model!r} is not a pycolmap camera model "
@@ -277,19 +299,21 @@ def read_images(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneD
 
     Raises:
         DatasetError: when the folder has no images, an image is unreadable (naming it), the images differ in
-            size (naming two), or SfM registers fewer than max(3, `min_registered_fraction` × n) images.
+            size (naming two), SfM registers fewer than max(3, `min_registered_fraction` × n) images, or
+            pycolmap is not installed.
     """
     path = Path(cfg.path)
     images_dir = _image_folder(path) if path.is_dir() else None
     if images_dir is None:
         raise DatasetError(f"{path}: no .jpg/.jpeg/.png images in it or in images/")
+    _pycolmap("pose photos with SfM")
     return _scene_from_folder(images_dir, cfg, workdir, "images", progress)
 
 
 def _frame_pts(video: Path) -> tuple[list[int], float]:
     """Presentation timestamps of every frame, sorted, from the container's packets (no decoding), and the
     stream's time base (seconds per timestamp unit)."""
-    with av.open(str(video)) as container:
+    with _av().open(str(video)) as container:
         if not container.streams.video:
             raise DatasetError(f"{video}: no video stream; {VIDEO_HINT}")
         stream = container.streams.video[0]
@@ -323,7 +347,7 @@ def _write_frames(video: Path, video_cfg: VideoConfig, folder: Path, progress: b
     pts, time_base = _frame_pts(video)
     keep = {pts[i] for i in select_frames([p * time_base for p in pts], video_cfg.fps, video_cfg.max_frames)}
     times = {}
-    with av.open(str(video)) as container, _progress(progress) as bar:
+    with _av().open(str(video)) as container, _progress(progress) as bar:
         task = bar.add_task(f"Extracting frames from {video.name}", total=len(keep))
         for frame in container.decode(container.streams.video[0]):
             if frame.pts in keep:
@@ -352,7 +376,8 @@ def extract_frames(
         The time (seconds into the video) of each written frame, by file name.
 
     Raises:
-        DatasetError: naming the video when it cannot be opened or decoded.
+        DatasetError: naming the video when it cannot be opened or decoded; PyAV is not installed (and the
+            frames are not cached yet).
     """
     if not video_cfg.fps > 0 or not math.isfinite(video_cfg.fps):
         raise UsageError(
@@ -367,6 +392,7 @@ def extract_frames(
         "max_frames": video_cfg.max_frames,
     }
     if not stamp_matches(folder, key):
+        av = _av()
         try:
             with replace_dir(folder, key) as tmp:
                 _write_frames(video, video_cfg, tmp, progress)
@@ -398,11 +424,13 @@ def read_video(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneDa
         progress: show the SfM stages.
 
     Raises:
-        DatasetError: naming the video when it cannot be decoded, or when SfM registers too few frames.
+        DatasetError: naming the video when it cannot be decoded, or when SfM registers too few frames; or
+            pycolmap or PyAV is not installed.
     """
     video = Path(cfg.path)
     if not video.is_file():
         raise DatasetError(f"{video}: video not found")
+    _pycolmap("pose the frames of a video with SfM")
     frames = Path(workdir) / "frames"
     times = extract_frames(video, cfg.video, frames, progress)
     scene = _scene_from_folder(frames, cfg, workdir, "video", progress)

@@ -17,22 +17,29 @@ known, the geometry need not be estimated: a feature's match in the other image 
 matches that a global nearest-neighbour search loses to look-alikes elsewhere in the image, and rejects wrong
 matches by construction. `pycolmap.triangulate_points` then builds tracks over all views, triangulates them and
 refines the points with every pose and camera constant.
+
+pycolmap is imported here only when points are triangulated (`splat4d.optional`). Without it, mode "auto"
+starts from random points with a warning and mode "always" is an error.
 """
 
 import dataclasses
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import imageio.v3 as iio
 import numpy as np
-import pycolmap
 from jaxtyping import Float
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData, VideoFrame
 from splat4d.data.dataset import ImageDataset
 from splat4d.data.undistort import fingerprint, quiet_colmap, replace_dir, stamp_matches
+from splat4d.errors import UserError
+from splat4d.optional import require
+
+PURPOSE = "triangulate initial points"
 
 SIFT_DESCRIPTOR_NORM = 512.0
 """COLMAP stores unit SIFT descriptors as uint8 scaled by 512 (feature/utils.cc, FeatureDescriptorsToUnsignedByte)."""
@@ -185,6 +192,7 @@ def _write_images(scene: SceneData, indices: list[int], folder: Path) -> list[st
 def _triangulate_into(folder: Path, scene: SceneData, indices: list[int], cfg: TriangulationConfig) -> None:
     images_dir = folder / "images"
     images_dir.mkdir()
+    pycolmap = require("pycolmap", PURPOSE)
     names = _write_images(scene, indices, images_dir)
     cameras = scene.subset(indices)
     database_path = folder / "database.db"
@@ -266,7 +274,11 @@ def triangulate_views(
 
     Returns:
         The points seen in at least 2 views that pass the reprojection-error and angle filters.
+
+    Raises:
+        UserError: pycolmap is not installed.
     """
+    pycolmap = require("pycolmap", PURPOSE)
     if len(indices) < 2:
         raise ValueError(f"triangulation needs at least 2 views, got {len(indices)}")
     key = _cache_key(scene, indices, cfg)
@@ -288,9 +300,24 @@ def with_triangulated_points(
 ) -> SceneData:
     """`scene` with points triangulated from the views `indices` (default: its training views) at their poses, or
     with none (so that training starts from random points) when fewer than `cfg.min_points` triangulate or there
-    are fewer than 2 views. `metadata["triangulated_points"]` says how many triangulated."""
+    are fewer than 2 views. `metadata["triangulated_points"]` says how many triangulated.
+
+    Without pycolmap, mode "auto" warns and returns `scene` with no points, as when too few triangulate.
+
+    Raises:
+        UserError: pycolmap is not installed and `cfg.mode` is "always".
+    """
     indices = scene.train_indices if indices is None else indices
-    found = triangulate_views(scene, indices, cfg, folder) if len(indices) >= 2 else None
+    found = None
+    if len(indices) >= 2:
+        try:
+            require("pycolmap", PURPOSE)
+        except UserError as exc:
+            if cfg.mode != "auto":
+                raise
+            warnings.warn(f"{exc}; starting from random points instead", stacklevel=2)
+        else:
+            found = triangulate_views(scene, indices, cfg, folder)
     n = 0 if found is None else len(found.points)
     keep = found is not None and n >= cfg.min_points
     return dataclasses.replace(

@@ -5,7 +5,12 @@ cameras, nerfstudio frames with `k1`…`p2`) resample their images once into a w
 cache folder is valid when its `stamp.json` holds the same key (the inputs' names, sizes, modification times and
 cameras); folders are filled under a temporary name and renamed into place, so an interrupted run never leaves a
 folder that looks finished.
+
+pycolmap is imported only where an image is resampled (`splat4d.optional`): readers of pinhole cameras need
+nothing here but the cache helpers.
 """
+
+from __future__ import annotations
 
 import json
 import os
@@ -15,14 +20,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
 from jaxtyping import Float
 from rich.progress import track
 
 from splat4d.data.base import DatasetError
 from splat4d.io.atomic import apply_default_permissions
+from splat4d.optional import require
+
+if TYPE_CHECKING:
+    import pycolmap
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 """pycolmap camera models that need no resampling."""
@@ -31,9 +41,14 @@ CACHE_VERSION = 1
 STAMP_NAME = "stamp.json"
 
 
+def _pycolmap(purpose: str = "undistort images taken with lens distortion") -> ModuleType:
+    return require("pycolmap", purpose, DatasetError)
+
+
 @contextmanager
 def quiet_colmap() -> Iterator[None]:
     """Silence COLMAP's INFO log lines (one per image and stage) while the block runs; warnings still show."""
+    pycolmap = _pycolmap("run COLMAP")
     previous = pycolmap.logging.minloglevel
     pycolmap.logging.minloglevel = pycolmap.logging.WARNING.value
     try:
@@ -177,7 +192,7 @@ def _cache_key(views: Sequence[DistortedView]) -> dict:
 
 
 def _read_bitmap(path: Path, camera: pycolmap.Camera, as_rgb: bool) -> pycolmap.Bitmap:
-    bitmap = pycolmap.Bitmap.read(path, as_rgb=as_rgb)
+    bitmap = _pycolmap().Bitmap.read(path, as_rgb=as_rgb)
     if bitmap is None:
         raise DatasetError(f"{path}: cannot read image")
     if (bitmap.width, bitmap.height) != (camera.width, camera.height):
@@ -192,6 +207,7 @@ def _mask_name(name: str) -> str:
 
 
 def _undistort_into(folder: Path, views: Sequence[DistortedView], progress: bool) -> None:
+    pycolmap = _pycolmap()
     options = pycolmap.UndistortCameraOptions()
     distorted = [v for v in views if not is_pinhole(v.camera)]
     for view in track(distorted, description="Undistorting images", disable=not progress):
@@ -227,6 +243,10 @@ def undistort_views(views: Sequence[DistortedView], folder: Path, progress: bool
     Returns:
         One `PinholeView` per input view. Each undistorted camera is sized to the largest rectangle of valid
         pixels (pycolmap's default), so views with different distortion may end up at different sizes.
+
+    Raises:
+        DatasetError: a view needs resampling and pycolmap is not installed, an image cannot be read or is of
+            another size than its camera, or undistortion gives no usable pinhole camera.
     """
     from splat4d.data.checks import check_image, describe_intrinsics_problem
 
@@ -234,13 +254,13 @@ def undistort_views(views: Sequence[DistortedView], folder: Path, progress: bool
     names = [v.name for v in views]
     if len(set(names)) != len(names):
         raise ValueError("undistort_views: view names must be unique")
-    options = pycolmap.UndistortCameraOptions()
     result = []
     for view in views:
         if is_pinhole(view.camera):
             camera, image_path, mask_path = view.camera, view.image_path, view.mask_path
         else:
-            camera = pycolmap.undistort_camera(options, view.camera)
+            pycolmap = _pycolmap()
+            camera = pycolmap.undistort_camera(pycolmap.UndistortCameraOptions(), view.camera)
             image_path = folder / "images" / view.name
             mask_path = None if view.mask_path is None else folder / _mask_name(view.name)
         K = pinhole_K(camera)

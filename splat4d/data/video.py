@@ -13,15 +13,18 @@ Frames are never all held in memory: `SceneData.image_paths` holds `VideoFrame(v
 `VideoFrameReader` decodes them on demand with PyAV (see its memory bound). A read in random order (as training
 samples views) seeks to the keyframe before the frame and decodes forward, so it costs up to one keyframe
 interval of decoding: videos with long ones (libx264's default is 250 frames) read faster re-encoded with a short
-interval, e.g. `ffmpeg -i cam00.mp4 -g 10 ...`.
+interval, e.g. `ffmpeg -i cam00.mp4 -g 10 ...`. PyAV is imported where a video is opened (`splat4d.optional`);
+detecting the layout needs none.
 """
+
+from __future__ import annotations
 
 from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, NamedTuple
 
-import av
 import numpy as np
 import torch
 from jaxtyping import Float, UInt8
@@ -31,6 +34,10 @@ from splat4d.data.base import DatasetError, SceneData, VideoFrame
 from splat4d.data.checks import check_intrinsics, check_pose
 from splat4d.data.config import DataConfig, MultiviewVideoConfig
 from splat4d.errors import UsageError, one_line
+from splat4d.optional import require
+
+if TYPE_CHECKING:
+    import av
 
 POSES_FILE = "poses_bounds.npy"
 VIDEO_PATTERN = "cam*.mp4"
@@ -47,6 +54,10 @@ CACHED_FRAMES = 2
 MAX_DECODE_AHEAD = 16
 VIDEO_HINT = "re-encode it (e.g. `ffmpeg -i in.mp4 out.mp4`) or replace it"
 """A request up to this many frames after the decoder's position decodes forward instead of seeking."""
+
+
+def _av() -> ModuleType:
+    return require("av", "decode video frames", DatasetError)
 
 
 def av_reason(exc: Exception) -> str:
@@ -76,8 +87,9 @@ def probe_video(path: Path) -> VideoInfo:
     counting packets when the container does not store the frame count).
 
     Raises:
-        DatasetError: the file cannot be opened as a video or has no video stream.
+        DatasetError: the file cannot be opened as a video or has no video stream, or PyAV is not installed.
     """
+    av = _av()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -113,6 +125,7 @@ class VideoDecoder:
         self._next = -1
 
     def _open(self) -> None:
+        av = _av()
         try:
             self._container = av.open(str(self.path))
             self._stream = self._container.streams.video[0]
@@ -130,6 +143,7 @@ class VideoDecoder:
             self._open()
         assert self._container is not None
         target = self._start + int(index * self._frame_ticks)
+        av = _av()
         try:
             self._container.seek(target, stream=self._stream, backward=True)
         except av.error.FFmpegError as exc:
@@ -155,6 +169,7 @@ class VideoDecoder:
         if self._frames is None or not self._next <= index < self._next + MAX_DECODE_AHEAD:
             self._seek(index)
         assert self._frames is not None
+        av = _av()
         try:
             for frame in self._frames:
                 self.decoded += 1

@@ -30,6 +30,7 @@ from splat4d.export.camera_path import (
 )
 from splat4d.gaussians import Gaussians4D
 from splat4d.io.atomic import apply_default_permissions, check_output_file
+from splat4d.optional import require
 from splat4d.pipeline import PipelineSpec
 from splat4d.render import RenderOutput
 
@@ -37,6 +38,11 @@ RenderMode = Literal["rgb", "depth", "side-by-side"]
 PathKind = Literal["orbit", "spiral", "interpolate", "camera-path"]
 _FRAME_NAME = re.compile(r"^frame_\d{5}\.png$")
 """The names `write_pngs` gives frames."""
+FRAMES_MARKER = ".splat4d-frames"
+"""Written by `write_pngs` into its frames folder: only a folder holding it is ever replaced (ffmpeg, among
+others, names frames the same way)."""
+MP4_PURPOSE = "write MP4 videos (or write PNG frames with --no-mp4 --pngs)"
+"""Completes the error when imageio-ffmpeg is missing (`splat4d.optional.require`)."""
 
 
 def even(n: int) -> int:
@@ -94,9 +100,12 @@ def _temp_beside(path: Path, suffix: str) -> Path:
 def write_mp4(frames: Iterable[np.ndarray], out: Path, fps: float | int) -> int:
     """Encode uint8 [H, W, 3] frames as H.264 (libx264, yuv420p) into `out`, atomically: through a temporary file in
     the same folder, renamed into place only when encoding succeeded. Odd sizes are cropped to even. Returns the
-    number of frames."""
-    import imageio_ffmpeg
+    number of frames.
 
+    Raises:
+        UserError: imageio-ffmpeg is not installed.
+    """
+    imageio_ffmpeg = require("imageio_ffmpeg", MP4_PURPOSE)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_beside(out, ".mp4")
@@ -126,8 +135,8 @@ def write_mp4(frames: Iterable[np.ndarray], out: Path, fps: float | int) -> int:
 
 
 def check_frames_folder(folder: Path, overwrite: bool) -> None:
-    """Refuse a PNG frames folder that exists (without `overwrite`) or holds anything but frames written by
-    `write_pngs` (never replaced, even with `overwrite`), or is a file.
+    """Refuse a PNG frames folder that exists (without `overwrite`), that `write_pngs` did not write (no
+    `FRAMES_MARKER`) or that holds anything but its frames (never replaced, even with `overwrite`), or is a file.
 
     Raises:
         UsageError: naming the folder.
@@ -141,17 +150,21 @@ def check_frames_folder(folder: Path, overwrite: bool) -> None:
         )
     if not overwrite:
         raise UsageError(f"{folder}: exists; pass --overwrite to replace it")
-    foreign = [p.name for p in folder.iterdir() if not _FRAME_NAME.match(p.name)]
-    if foreign:
-        raise UsageError(
-            f"{folder}: holds files that are not video frames ({foreign[0]}, ...); not replacing it, choose "
-            "another --out"
+    foreign = [p.name for p in folder.iterdir() if not (_FRAME_NAME.match(p.name) and p.is_file())]
+    foreign = [name for name in foreign if name != FRAMES_MARKER]
+    if foreign or not (folder / FRAMES_MARKER).is_file():
+        what = (
+            f"files that are not its frames ({foreign[0]}, ...)"
+            if foreign
+            else "frames splat4d did not write"
         )
+        raise UsageError(f"{folder}: holds {what}; not replacing it, choose another --out")
 
 
 def write_pngs(frames: Iterable[np.ndarray], folder: Path) -> int:
     """Write frames as folder/frame_00000.png, ...: into a temporary folder beside it, renamed into place at the
-    end (an existing `folder` is replaced). Returns the number of frames."""
+    end (an existing `folder` is replaced: check it with `check_frames_folder` first), with `FRAMES_MARKER`.
+    Returns the number of frames."""
     import imageio.v3 as iio
 
     folder = Path(folder)
@@ -161,6 +174,7 @@ def write_pngs(frames: Iterable[np.ndarray], folder: Path) -> int:
         count = 0
         for count, frame in enumerate(frames, start=1):
             iio.imwrite(tmp / f"frame_{count - 1:05d}.png", frame)
+        (tmp / FRAMES_MARKER).write_text("PNG frames written by `splat4d export video --pngs`\n")
         if folder.exists():
             shutil.rmtree(folder)
         apply_default_permissions(tmp)
@@ -234,6 +248,7 @@ class VideoExport:
             raise UsageError("--no-mp4: nothing to write; drop --no-mp4 or pass --pngs")
         if self.mp4:
             check_output_file(mp4_path, self.overwrite)
+            require("imageio_ffmpeg", MP4_PURPOSE)  # before rendering every frame
         if self.pngs:
             check_frames_folder(png_dir, self.overwrite)
         targets = ([mp4_path] if self.mp4 else []) + ([png_dir] if self.pngs else [])
