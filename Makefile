@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check-cuda check-cuda-emulated install browser clean
+.PHONY: demo test lint check-cuda check-cuda-emulated gpu-check install browser clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ check-cuda: $(STAMP)
 # The CUDA kernels run on the CPU under a host emulation of the CUDA runtime, against the CPU kernels.
 check-cuda-emulated:
 	bash scripts/check_cuda_emulated.sh
+
+# On a GPU machine (not part of `make test`): builds the extension for the local GPU, runs the CUDA tests,
+# compute-sanitizer on every kernel, the rasterizer benches against gsplat and a short lego training; results in
+# gpu-check-results/. Uses the machine's own python and torch (PYTHON=...); see scripts/gpu_check.sh.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 # The viewer's browser tests drive Debian's Chromium (never a downloaded one): installed with apt when missing and
 # possible (root, apt-get); otherwise those tests skip and say why.
