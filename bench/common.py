@@ -1,11 +1,13 @@
 """Shared plumbing of the benchmark scripts: machine description and the results file of ../shared/BENCH.md."""
 
+import argparse
 import contextlib
 import datetime
 import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -68,3 +70,22 @@ def write_results(bench: str, device: torch.device, figures: dict, rows: list, m
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def add_cpu_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--threads` and `--clock`, shared by the benches that time CPU kernels on a machine others may be using."""
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "process"),
+        default="wall",
+        help="CPU timer: wall (perf_counter, default) or process (CPU seconds of this process: unaffected by other "
+        "jobs on a shared machine; equal to wall time only with --threads 1). CUDA runs are timed on the device.",
+    )
+
+
+def cpu_timer(clock: str, device: torch.device) -> "Callable[[], float]":
+    """The timer `--clock` names for CPU runs (process CPU time or perf_counter); perf_counter on a GPU."""
+    import time
+
+    return time.process_time if clock == "process" and device.type == "cpu" else time.perf_counter

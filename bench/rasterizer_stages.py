@@ -41,14 +41,13 @@ Figures that could not be measured (gsplat without CUDA, a default case not chos
 import argparse
 import re
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import write_results
+from common import add_cpu_timing_arguments, cpu_timer, write_results
 from rasterizer import Scene, make_scene
 from rich.console import Console
 from rich.table import Table
@@ -314,7 +313,7 @@ def median_ms(stage: Stage, device: torch.device, repeats: int, warmup: int, clo
     """Median time of `stage.run` in ms: CUDA events after a device sync (so earlier queued work and the untimed
     `prepare` are excluded, host launch overhead included); on the CPU perf_counter (`clock="wall"`) or the
     process's CPU time (`clock="process"`, see `--clock`)."""
-    timer = time.process_time if clock == "process" else time.perf_counter
+    timer = cpu_timer(clock, device)
     for _ in range(warmup):
         stage.run(stage.prepare())
     times = []
@@ -359,14 +358,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed runs per stage (default: 20 cuda, 3 cpu)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "process"),
-        default="wall",
-        help="CPU timer: wall (perf_counter, default) or process (CPU seconds of this process: unaffected by other "
-        "jobs on a shared machine; equal to wall time only with --threads 1). CUDA always uses CUDA events.",
-    )
+    add_cpu_timing_arguments(parser)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not cr.has_cuda():
         parser.error("--device cuda needs torch with CUDA and a visible GPU")

@@ -34,12 +34,11 @@ The issue's headline keys are slice4d_speedup_vs_torch_slicing_1m_300f and slice
 import argparse
 import math
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from common import write_results
+from common import add_cpu_timing_arguments, cpu_timer, write_results
 from rasterizer import make_scene
 from rich.console import Console
 
@@ -122,7 +121,7 @@ def time_slicing(
 
     for t in times[:2]:  # warm-up: first kernel launch, allocator
         slice_and_cull(t)
-    timer = time.process_time if clock == "process" and device.type == "cpu" else time.perf_counter
+    timer = cpu_timer(clock, device)
     _sync(device)
     kept = 0
     t0 = timer()
@@ -178,7 +177,7 @@ def render_fps(
     times = torch.linspace(0, 1, frames).tolist()
     for t in times[:3]:
         render(gaussians, cameras, settings, t=t)
-    timer = time.process_time if clock == "process" and device.type == "cpu" else time.perf_counter
+    timer = cpu_timer(clock, device)
     _sync(device)
     kept = 0
     t0 = timer()
@@ -204,14 +203,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N@WxH:FRAMES",
         help="4D render FPS cases (default: 1m@1920x1080:300 on cuda, none on the cpu)",
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "process"),
-        default="wall",
-        help="CPU timer: wall (default) or process (CPU seconds of this process: unaffected by other jobs on a "
-        "shared machine; equal to wall time only with --threads 1). CUDA runs always use wall time, synced.",
-    )
+    add_cpu_timing_arguments(parser)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not cr.has_cuda():
         parser.error("--device cuda needs torch with CUDA and a visible GPU")
