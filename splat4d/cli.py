@@ -108,7 +108,8 @@ class Reconstruct:
     """Override the preset's number of steps (its schedules are scaled to match)."""
     views: int | None = None
     """Sparse pipeline: train on this many of the dataset's training views, picked by farthest-point sampling of
-    the camera centres from the first one, and evaluate on its held-out views."""
+    the camera centres from the first one (LLFF datasets: evenly spaced, the published protocol; see
+    `--set view_rule=...`), and evaluate on its held-out views."""
     priors: Annotated[Any, tyro.conf.arg(constructor_factory=_sparse_priors)] = None
     """Sparse pipeline: learned priors (`pip install 'splat4d[gen]'`; off unless a model is named), e.g.
     --priors.depth.model depth-anything/Depth-Anything-V2-Small-hf --priors.diffusion.model

@@ -62,11 +62,39 @@ def _initial_points(scene: SceneData, cfg: InitConfig) -> tuple[Float[Tensor, "N
         colors = scene.point_colors if scene.point_colors is not None else np.full(points.shape, 0.5)
         return points, torch.as_tensor(np.asarray(colors), dtype=torch.float32)
     generator = torch.Generator().manual_seed(cfg.seed)
+    if (
+        "near" in scene.metadata and "far" in scene.metadata
+    ):  # forward-facing (LLFF): the cameras' depth range
+        return frustum_points(scene, cfg.random_points, generator), torch.rand(
+            cfg.random_points, 3, generator=generator
+        )
     centre = look_at_point(scene.cameras)
     distance = (scene.cameras.centers - centre).norm(dim=-1).mean()
     half = cfg.random_extent * distance
     points = centre + (torch.rand(cfg.random_points, 3, generator=generator) * 2 - 1) * half
     return points, torch.rand(cfg.random_points, 3, generator=generator)
+
+
+def frustum_points(scene: SceneData, n: int, generator: torch.Generator) -> Float[Tensor, "N 3"]:
+    """`n` random points seen by the training cameras between their near and far bounds (`metadata["near"]`,
+    `["far"]`, per image, as LLFF gives them): a random training camera, a random pixel, a depth uniform in inverse
+    depth (disparity) between its bounds, as forward-facing scenes are sampled (NeRF's NDC rays). Random points in
+    a box round the cameras' common look-at point, the rule for captures around an object, would land a metre in
+    front of cameras whose scene starts tens of units away, since forward-facing optical axes barely meet."""
+    train = torch.as_tensor(scene.train_indices, dtype=torch.long)
+    cams = scene.cameras[train]
+    near = torch.as_tensor(scene.metadata["near"], dtype=torch.float32)[train]
+    far = torch.as_tensor(scene.metadata["far"], dtype=torch.float32)[train]
+    which = torch.randint(len(cams), (n,), generator=generator)
+    u = torch.rand(n, generator=generator) * cams.width
+    v = torch.rand(n, generator=generator) * cams.height
+    K = cams.Ks[which]
+    rays = torch.stack([(u - K[:, 0, 2]) / K[:, 0, 0], (v - K[:, 1, 2]) / K[:, 1, 1], torch.ones(n)], dim=-1)
+    s = torch.rand(n, generator=generator)
+    depth = 1.0 / (s / far[which] + (1 - s) / near[which])
+    points_cam = rays * depth[:, None]
+    T = cams.T_world_cam[which]
+    return (T[:, :3, :3] @ points_cam[:, :, None])[:, :, 0] + T[:, :3, 3]
 
 
 def init_gaussians(scene: SceneData, cfg: InitConfig) -> Gaussians:

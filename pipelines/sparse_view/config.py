@@ -2,6 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pipelines.sparse_view.fields import PARTNER
 from pipelines.sparse_view.priors.config import PriorsConfig
@@ -58,8 +59,12 @@ class SparseViewConfig:
     strategy: SparseStrategyConfig = field(default_factory=SparseStrategyConfig)
     """Densification and pruning (3DGS per field, FSGS unpooling, CoR-GS co-pruning, floaters)."""
     views: int | None = None
-    """Train on this many of the dataset's training views (farthest-point sampling of the camera centres from
-    the first training camera; `pipelines.sparse_view.views`); None: all of them."""
+    """Train on this many of the dataset's training views (`view_rule`; `pipelines.sparse_view.views`); None: all
+    of them."""
+    view_rule: Literal["auto", "farthest", "even"] = "auto"
+    """How `views` are picked: farthest-point sampling of the camera centres from the first training camera, or
+    evenly spaced over the training views in file order (the LLFF protocol of FSGS, DNGaussian and CoR-GS); auto:
+    even for LLFF datasets, farthest for the others."""
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
     """Initial points triangulated from the training views at their known poses when the dataset has none
     (`mode`), with random points (`init.random_points`) when too few triangulate."""

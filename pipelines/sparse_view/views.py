@@ -20,6 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -72,16 +73,42 @@ def subset_scene(scene: SceneData, train: list[int], test: list[int]) -> SceneDa
     )
 
 
-def select_views(scene: SceneData, k: int) -> SceneData:
-    """`scene` with k of its training views (farthest-point sampling of their centres, from the first one) and its
-    test views (or, when it has none, the training views not picked)."""
+def even_views(n: int, k: int) -> list[int]:
+    """`k` of `n` views in file order, evenly spaced from the first to the last (rounded to the nearest): the
+    LLFF sparse-view protocol (FSGS, DNGaussian, CoR-GS pick `linspace(0, n - 1, k)` of the non-test images)."""
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot pick {k} of {n} views")
+    if k == 1:
+        return [0]
+    return sorted({int(np.floor(i * (n - 1) / (k - 1) + 0.5)) for i in range(k)})
+
+
+def view_rule(scene: SceneData, rule: str = "auto") -> str:
+    """The rule `select_views` applies: `rule`, or for "auto" "even" on LLFF datasets and "farthest" otherwise."""
+    if rule == "auto":
+        return "even" if scene.metadata.get("format") == "llff" else "farthest"
+    return rule
+
+
+def select_views(scene: SceneData, k: int, rule: str = "auto") -> SceneData:
+    """`scene` with k of its training views (by `view_rule`: farthest-point sampling of their centres from the
+    first one, or evenly spaced in file order) and its test views (or, when it has none, the training views not
+    picked). `metadata["view_rule"]` records the rule applied."""
     n = len(scene.train_indices)
     if not 1 <= k <= n:
         raise DatasetError(f"--views {k}: the dataset has {n} training views; choose 1 to {n}")
-    centers = scene.cameras.centers[torch.as_tensor(scene.train_indices, dtype=torch.long)]
-    train = [scene.train_indices[i] for i in farthest_views(centers, k)]
+    rule = view_rule(scene, rule)
+    if rule == "even":
+        picked = even_views(n, k)
+    else:
+        picked = farthest_views(
+            scene.cameras.centers[torch.as_tensor(scene.train_indices, dtype=torch.long)], k
+        )
+    train = [scene.train_indices[i] for i in picked]
     test = scene.test_indices or [i for i in scene.train_indices if i not in set(train)]
-    return subset_scene(scene, train, test)
+    subset = subset_scene(scene, train, test)
+    subset.metadata["view_rule"] = rule
+    return subset
 
 
 def load_sparse_scene(cfg: Any, workdir: Path) -> SceneData:
@@ -95,7 +122,7 @@ def load_sparse_scene(cfg: Any, workdir: Path) -> SceneData:
             f"first (e.g. COLMAP with more photos of the scene) or use `--pipeline static` with more photos"
         )
     scene = load_scene(cfg.data, workdir)
-    scene = scene if cfg.views is None else select_views(scene, cfg.views)
+    scene = scene if cfg.views is None else select_views(scene, cfg.views, cfg.view_rule)
     mode = cfg.triangulation.mode
     if mode == "always" or (mode == "auto" and scene.points is None):
         scene = with_triangulated_points(scene, cfg.triangulation, Path(workdir) / "triangulation")

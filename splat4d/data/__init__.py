@@ -23,6 +23,7 @@ from splat4d.data.checks import (
 )
 from splat4d.data.colmap import is_colmap, read_colmap
 from splat4d.data.config import DataConfig
+from splat4d.data.llff import is_llff, read_llff
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.sfm import is_images, is_video, read_images, read_video
 from splat4d.data.video import is_multiview_video, read_multiview_video
@@ -55,6 +56,8 @@ def _read_nerfstudio(cfg: DataConfig, workdir: Path) -> SceneData:
 DATAPARSERS: dict[str, DataParser] = {
     "blender": DataParser("Blender / NeRF-synthetic (transforms_train.json)", is_blender, read_blender),
     "nerfstudio": DataParser("nerfstudio transforms.json (or its folder)", _is_nerfstudio, _read_nerfstudio),
+    # Before COLMAP: LLFF's own folders also hold sparse/, and the sparse-view protocols use poses_bounds.npy.
+    "llff": DataParser("LLFF forward-facing scene (poses_bounds.npy + images_<k>/)", is_llff, read_llff),
     "colmap": DataParser("COLMAP workspace (images/ and sparse/0/)", is_colmap, read_colmap),
     "n3dv": DataParser(
         "synchronised multi-view video, N3DV / DyNeRF layout (poses_bounds.npy + cam*.mp4)",

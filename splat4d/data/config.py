@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-Format = Literal["auto", "colmap", "nerfstudio", "blender", "n3dv", "images", "video"]
+Format = Literal["auto", "colmap", "nerfstudio", "blender", "llff", "n3dv", "images", "video"]
 
 
 @dataclass
@@ -60,7 +60,8 @@ class DataConfig:
     format: Format = "auto"
     """Reader to use; "auto" detects it from the files present."""
     downscale: int = 1
-    """Train and evaluate at 1/downscale of the image resolution."""
+    """Train and evaluate at 1/downscale of the image resolution (LLFF: the images_<k>/ folder that matches is
+    read)."""
     test_every: int = 8
     """Every n-th image is held out for testing, unless the dataset defines its own split."""
     masks: Path | None = None

@@ -53,6 +53,14 @@ def downscaled_size(width: int, height: int, downscale: int) -> tuple[int, int]:
     return max(1, width // downscale), max(1, height // downscale)
 
 
+def remaining_downscale(scene: SceneData, downscale: int) -> int:
+    """How much more to downscale the scene's images for 1/`downscale` of the original resolution, when a reader
+    already read them downsampled by `scene.metadata["prescaled"]` (LLFF's images_<k>/): never below 1."""
+    if downscale < 1:
+        raise UsageError(f"--data.downscale: must be a positive integer, got {downscale}")
+    return max(1, downscale // int(scene.metadata.get("prescaled", 1)))
+
+
 def resize_cameras(cameras: Cameras, width: int, height: int) -> Cameras:
     """The same cameras at a new image size: K's rows scaled by new/old size per axis (exact, see module doc)."""
     Ks = cameras.Ks.clone()
@@ -157,7 +165,7 @@ class ImageDataset:
         self.device = torch.device(device)
         self.indices = list(indices)
         full_w, full_h = scene.cameras.width, scene.cameras.height
-        width, height = downscaled_size(full_w, full_h, downscale)
+        width, height = downscaled_size(full_w, full_h, remaining_downscale(scene, downscale))
         self._cameras = resize_cameras(scene.subset(self.indices), width, height)
         background = scene.background or (0.0, 0.0, 0.0)
         self._background = torch.tensor(background, dtype=torch.float32)[:, None, None]

@@ -18,8 +18,8 @@ import imageio.v3 as iio
 import numpy as np
 
 from splat4d.data.base import DatasetError
+from splat4d.data.llff_poses import POSES_FILE, opencv_to_llff
 from splat4d.data.nerfstudio import read_nerfstudio
-from splat4d.data.video import POSES_FILE, opencv_to_llff
 from splat4d.optional import require
 
 FRAME_NAME = re.compile(r"cam(\d+)_t(\d+)$")

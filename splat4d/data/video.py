@@ -27,24 +27,20 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
-from jaxtyping import Float, UInt8
+from jaxtyping import UInt8
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData, VideoFrame
 from splat4d.data.checks import check_intrinsics, check_pose
 from splat4d.data.config import DataConfig, MultiviewVideoConfig
+from splat4d.data.llff_poses import POSES_FILE, llff_to_opencv, load_poses_bounds
 from splat4d.errors import UsageError, one_line
 from splat4d.optional import require
 
 if TYPE_CHECKING:
     import av
 
-POSES_FILE = "poses_bounds.npy"
 VIDEO_PATTERN = "cam*.mp4"
-POSE_COLUMNS = 17
-"""3x5 pose-and-intrinsics matrix, flattened, plus the near and far bounds."""
-OPENCV_AXES_IN_LLFF = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
-"""R_llff_opencv: OpenCV camera axes (right, down, forward) expressed in LLFF's (down, right, backwards)."""
 ASPECT_TOLERANCE = 0.01
 """Videos may be a resized copy of the resolution in poses_bounds.npy, if the aspect ratio agrees this closely."""
 MAX_OPEN_VIDEOS = 4
@@ -237,50 +233,6 @@ class VideoFrameReader:
         self._open.clear()
 
 
-def _load_poses(path: Path) -> np.ndarray:
-    hint = f"it must be the N x {POSE_COLUMNS} float array of LLFF poses and bounds, one row per video"
-    try:
-        poses = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        reason = "not in .npy format" if "pickle" in str(exc) else one_line(str(exc))
-        raise DatasetError(f"{path}: not a readable .npy array ({reason}); {hint}") from exc
-    if not isinstance(poses, np.ndarray):  # an .npz archive under the .npy name
-        poses.close()
-        raise DatasetError(f"{path}: is an .npz archive, not an .npy array; {hint}")
-    if poses.ndim != 2 or poses.shape[1] != POSE_COLUMNS or len(poses) < 1:
-        raise DatasetError(f"{path}: expected an N x {POSE_COLUMNS} array, got shape {poses.shape}; {hint}")
-    if not (np.issubdtype(poses.dtype, np.floating) or np.issubdtype(poses.dtype, np.integer)):
-        raise DatasetError(f"{path}: holds {poses.dtype} values, not real numbers; {hint}")
-    finite = np.isfinite(poses).all(axis=1)
-    if not finite.all():
-        rows = np.flatnonzero(~finite).tolist()
-        raise DatasetError(
-            f"{path}: row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows[:5]))} "
-            f"{'hold' if len(rows) > 1 else 'holds'} a NaN or infinite value; fix or remove the camera"
-        )
-    return poses.astype(np.float64)
-
-
-def llff_to_opencv(pose: Float[np.ndarray, "3 c"]) -> Float[np.ndarray, "4 4"]:
-    """T_world_cam [4, 4] in OpenCV axes from an LLFF 3x5 (or 3x4) camera-to-world matrix with axes (down,
-    right, backwards)."""
-    T_world_cam = np.eye(4)
-    T_world_cam[:3, :3] = pose[:, :3] @ OPENCV_AXES_IN_LLFF
-    T_world_cam[:3, 3] = pose[:, 3]
-    return T_world_cam
-
-
-def opencv_to_llff(
-    T_world_cam: Float[np.ndarray, "4 4"], height: float, width: float, focal: float
-) -> Float[np.ndarray, "3 5"]:
-    """The inverse of `llff_to_opencv`: the LLFF 3x5 matrix [R | t | hwf] of an OpenCV camera-to-world pose."""
-    pose = np.empty((3, 5))
-    pose[:, :3] = T_world_cam[:3, :3] @ OPENCV_AXES_IN_LLFF.T
-    pose[:, 3] = T_world_cam[:3, 3]
-    pose[:, 4] = (height, width, focal)
-    return pose
-
-
 def _kept_frames(n: int, cfg: MultiviewVideoConfig) -> list[int]:
     if cfg.frame_step < 1:
         raise UsageError(f"--data.multiview.frame-step: must be at least 1, got {cfg.frame_step}")
@@ -314,7 +266,7 @@ def read_multiview_video(cfg: DataConfig, workdir: Path) -> SceneData:
     poses_path = root / POSES_FILE
     if not poses_path.is_file():
         raise DatasetError(f"{poses_path}: file not found")
-    poses = _load_poses(poses_path)
+    poses = load_poses_bounds(poses_path)
     videos = _videos(root)
     if len(videos) != len(poses):
         raise DatasetError(

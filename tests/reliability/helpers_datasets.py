@@ -11,8 +11,8 @@ import imageio.v3 as iio
 import numpy as np
 import pycolmap
 
+from splat4d.data.llff_poses import opencv_to_llff
 from splat4d.data.n3dv_sample import encode_video
-from splat4d.data.video import opencv_to_llff
 
 OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 

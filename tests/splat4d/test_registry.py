@@ -80,7 +80,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_registry_lists_every_format_in_detection_order() -> None:
-    assert list(DATAPARSERS) == ["blender", "nerfstudio", "colmap", "n3dv", "video", "images"]
+    assert list(DATAPARSERS) == ["blender", "nerfstudio", "llff", "colmap", "n3dv", "video", "images"]
     assert all(isinstance(p, DataParser) and p.description for p in DATAPARSERS.values())
 
 
@@ -91,7 +91,7 @@ def test_each_format_is_detected_from_its_files(layout: str, tmp_path: Path) -> 
 
 def test_unknown_folder_lists_the_formats(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    expected = r"not a dataset splat4d can read \(expected one of: blender, nerfstudio, colmap, n3dv, video, images\)"
+    expected = r"not a dataset splat4d can read \(expected one of: blender, nerfstudio, llff, colmap, n3dv, video, images\)"
     with pytest.raises(DatasetError, match=expected):
         detect_format(tmp_path)
 

@@ -15,16 +15,11 @@ from splat4d.data import detect_format, load_scene
 from splat4d.data.base import DatasetError, VideoFrame
 from splat4d.data.config import DataConfig, MultiviewVideoConfig
 from splat4d.data.dataset import ImageDataset
+from splat4d.data.llff_poses import llff_to_opencv, opencv_to_llff
 from splat4d.data.n3dv_sample import encode_video, write_n3dv_sample
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
-from splat4d.data.video import (
-    VideoDecoder,
-    VideoFrameReader,
-    llff_to_opencv,
-    opencv_to_llff,
-    read_multiview_video,
-)
+from splat4d.data.video import VideoDecoder, VideoFrameReader, read_multiview_video
 from tests.pipelines.helpers import train_dynamic
 
 N_CAMERAS, N_FRAMES, W, H = 3, 6, 64, 48
