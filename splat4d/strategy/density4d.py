@@ -13,7 +13,6 @@ time (`info["kept_ids"]`) have image-plane gradients.
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from splat4d.gaussians import Gaussians4D
 from splat4d.strategy.base import Optimizers, StepContext, Strategy, StrategyState
+from splat4d.strategy.ops import edit_rows
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Density4DStrategy(Strategy):
         if ctx.step > 0 and ctx.step % c.reset_every == 0:
             value = 2.0 * c.prune_opa
             limit = math.log(value / (1.0 - value))
-            _edit(
+            edit_rows(
                 gaussians, optimizers,
                 lambda name, x: x.clamp_max(limit) if name == "opacity_logits" else x,
                 lambda name, x: torch.zeros_like(x) if name == "opacity_logits" else x,
@@ -180,30 +180,9 @@ def _first(mask: Tensor, k: int) -> Tensor:
     return out
 
 
-EditFn = Callable[[str, Tensor], Tensor]
-
-
-@torch.no_grad()
-def _edit(gaussians: Gaussians4D, optimizers: Optimizers, param_fn: EditFn, state_fn: EditFn) -> None:
-    """Replace every parameter p by param_fn(name, p) and every per-Gaussian optimizer state s (Adam's moments)
-    by state_fn(name, s), keeping each optimizer pointed at its (new) parameter."""
-    for name in list(gaussians.params.keys()):
-        old = gaussians.params[name]
-        new = torch.nn.Parameter(param_fn(name, old.data), requires_grad=old.requires_grad)
-        optimizer = optimizers.get(name)
-        if optimizer is not None:
-            state = optimizer.state.pop(old, {})
-            for key, value in state.items():
-                if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == old.shape[0]:
-                    state[key] = state_fn(name, value)
-            optimizer.param_groups[0]["params"] = [new]
-            optimizer.state[new] = state
-        gaussians.params[name] = new
-
-
 def duplicate(gaussians: Gaussians4D, optimizers: Optimizers, mask: Tensor) -> None:
     """Append a copy of the masked Gaussians (their optimizer moments start at zero)."""
-    _edit(
+    edit_rows(
         gaussians, optimizers,
         lambda _, x: torch.cat([x, x[mask]]),
         lambda _, s: torch.cat([s, torch.zeros_like(s[mask])]),
@@ -212,7 +191,7 @@ def duplicate(gaussians: Gaussians4D, optimizers: Optimizers, mask: Tensor) -> N
 
 def remove(gaussians: Gaussians4D, optimizers: Optimizers, mask: Tensor) -> None:
     keep = ~mask
-    _edit(gaussians, optimizers, lambda _, x: x[keep], lambda _, s: s[keep])
+    edit_rows(gaussians, optimizers, lambda _, x: x[keep], lambda _, s: s[keep])
 
 
 def _unpack_covars4(packed: Tensor) -> Tensor:
@@ -249,4 +228,4 @@ def split_4d(gaussians: Gaussians4D, optimizers: Optimizers, mask: Tensor) -> No
     def state_fn(_: str, s: Tensor) -> Tensor:
         return torch.cat([s[keep], torch.zeros_like(s[mask]).repeat(2, *([1] * (s.dim() - 1)))])
 
-    _edit(gaussians, optimizers, param_fn, state_fn)
+    edit_rows(gaussians, optimizers, param_fn, state_fn)

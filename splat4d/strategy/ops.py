@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from splat4d.gaussians import Gaussians
+from splat4d.gaussians import Gaussians, Gaussians4D
 from splat4d.geometry import quat_to_rotmat
 from splat4d.strategy.base import Optimizers, StrategyState
 from splat4d.strategy.gsplat_adapter import gsplat_view
@@ -126,16 +126,21 @@ def reset_opacities(gaussians: Gaussians, optimizers: Optimizers, state: Strateg
         gsplat_ops.reset_opa(params=params, optimizers=opts, state=state, value=value)
 
 
-def _edit_rows(
-    gaussians: Gaussians,
+EditFn = Callable[[str, Tensor], Tensor]
+"""(name, tensor) → tensor: a parameter's or a per-Gaussian state's new rows."""
+
+
+@torch.no_grad()
+def edit_rows(
+    gaussians: Gaussians | Gaussians4D,
     optimizers: Optimizers,
-    state: StrategyState,
-    rows_fn: Callable[[str, Tensor], Tensor],
-    state_fn: Callable[[Tensor], Tensor],
+    rows_fn: EditFn,
+    state_fn: EditFn,
+    state: StrategyState | None = None,
 ) -> None:
-    """Replace every parameter p by rows_fn(name, p), and every per-Gaussian tensor s (first dimension N) of the
-    optimizers' state (Adam's moments) and of `state` by state_fn(s), keeping each optimizer pointed at its new
-    parameter."""
+    """Replace every parameter p by rows_fn(name, p), every per-Gaussian tensor s (first dimension N) of the
+    optimizers' state (Adam's moments) by state_fn(parameter name, s) and of `state` by state_fn(key, s), keeping
+    each optimizer pointed at its new parameter. One row edit for 3D and 4D Gaussians and every strategy."""
     n = len(gaussians)
 
     def per_gaussian(value: object) -> bool:
@@ -149,13 +154,13 @@ def _edit_rows(
             moments = optimizer.state.pop(old, {})
             for key, value in moments.items():
                 if per_gaussian(value):
-                    moments[key] = state_fn(value)
+                    moments[key] = state_fn(name, value)
             optimizer.param_groups[0]["params"] = [new]
             optimizer.state[new] = moments
         gaussians.params[name] = new
-    for key, value in state.items():
+    for key, value in (state or {}).items():
         if per_gaussian(value):
-            state[key] = state_fn(value)
+            state[key] = state_fn(key, value)
 
 
 @torch.no_grad()
@@ -169,10 +174,10 @@ def append(
         raise ValueError(f"append: parameters {sorted(new)} do not match {sorted(gaussians.params.keys())}")
     m = len(new["means"])
 
-    def grow(value: Tensor) -> Tensor:
+    def grow(_: str, value: Tensor) -> Tensor:
         return torch.cat([value, value.new_zeros(m, *value.shape[1:])])
 
-    _edit_rows(gaussians, optimizers, state, lambda name, p: torch.cat([p, new[name].to(p)]), grow)
+    edit_rows(gaussians, optimizers, lambda name, p: torch.cat([p, new[name].to(p)]), grow, state)
 
 
 @torch.no_grad()
@@ -180,4 +185,4 @@ def remove(gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, m
     """Remove the Gaussians where `mask` [N] is True, with their rows of the optimizer moments and of the
     per-Gaussian tensors of `state`."""
     keep = ~mask
-    _edit_rows(gaussians, optimizers, state, lambda _, p: p[keep], lambda value: value[keep])
+    edit_rows(gaussians, optimizers, lambda _, p: p[keep], lambda _, value: value[keep], state)
