@@ -7,6 +7,7 @@ from splat4d.data.config import DataConfig
 from splat4d.data.triangulate import TriangulationConfig
 from splat4d.initialization import Init4DConfig
 from splat4d.optim import Optim4DConfig
+from splat4d.schedule import scaled_density, scaled_steps, scaled_trainer
 from splat4d.strategy.density4d import Density4DConfig
 from splat4d.trainer import TrainerConfig
 
@@ -54,31 +55,13 @@ def _fast() -> DynamicConfig:
 PRESETS: dict[str, DynamicConfig] = {"fast": _fast(), "default": DynamicConfig()}
 
 
-MIN_RESET_RECOVERY = 300
-"""Steps an opacity reset needs before the image recovers; schedules squeezed below this skip resets."""
-
-
 def with_steps(cfg: DynamicConfig, steps: int) -> DynamicConfig:
-    """`cfg` trained for `steps` instead, its step-based schedules scaled by the same factor (as for the static
-    pipeline: the refinement interval is kept; resets closer than MIN_RESET_RECOVERY steps are dropped)."""
+    """`cfg` trained for `steps` instead, its step-based schedules scaled by the same factor (`splat4d.schedule`;
+    checkpoints as the preset has them, at most one per run)."""
     factor = steps / cfg.trainer.steps
-    s = cfg.strategy
-    reset_every = max(1, round(s.reset_every * factor))
-    strategy = dataclasses.replace(
-        s,
-        refine_start_iter=max(1, round(s.refine_start_iter * factor)),
-        refine_stop_iter=max(1, round(s.refine_stop_iter * factor)),
-        reset_every=reset_every if reset_every >= MIN_RESET_RECOVERY else steps + 1,
-    )
-    trainer = dataclasses.replace(
-        cfg.trainer,
-        steps=steps,
-        coarse_until=round(cfg.trainer.coarse_until * factor),
-        checkpoint_every=min(cfg.trainer.checkpoint_every, max(1, steps)),
-    )
     return dataclasses.replace(
         cfg,
-        trainer=trainer,
-        strategy=strategy,
-        sh_degree_interval=max(1, round(cfg.sh_degree_interval * factor)),
+        trainer=scaled_trainer(cfg.trainer, steps, factor, checkpoints=1),
+        strategy=scaled_density(cfg.strategy, steps, factor),
+        sh_degree_interval=scaled_steps(cfg.sh_degree_interval, factor),
     )

@@ -12,6 +12,7 @@ from splat4d.data.config import DataConfig
 from splat4d.data.triangulate import TriangulationConfig
 from splat4d.initialization import InitConfig
 from splat4d.optim import OptimConfig
+from splat4d.schedule import scaled_density, scaled_steps, scaled_trainer
 from splat4d.strategy import DefaultStrategyConfig
 from splat4d.trainer import TrainerConfig
 
@@ -139,32 +140,17 @@ def _default() -> SparseViewConfig:
 
 PRESETS: dict[str, SparseViewConfig] = {"fast": _fast(), "default": _default()}
 
-MIN_RESET_RECOVERY = 300
-"""Steps an opacity reset needs before the image recovers; schedules squeezed below this skip resets."""
-
 
 def with_steps(cfg: SparseViewConfig, steps: int) -> SparseViewConfig:
-    """`cfg` trained for `steps` instead, its step-based schedules scaled by the same factor (as for the static
-    pipeline: intervals are kept; resets closer than MIN_RESET_RECOVERY steps are dropped)."""
+    """`cfg` trained for `steps` instead, its step-based schedules scaled by the same factor (`splat4d.schedule`,
+    and the pseudo views' start)."""
     factor = steps / cfg.trainer.steps
-    d = cfg.strategy.densify
-    reset_every = max(1, round(d.reset_every * factor))
-    densify = dataclasses.replace(
-        d,
-        refine_start_iter=max(1, round(d.refine_start_iter * factor)),
-        refine_stop_iter=max(1, round(d.refine_stop_iter * factor)),
-        reset_every=reset_every if reset_every >= MIN_RESET_RECOVERY else steps + 1,
-    )
-    trainer = dataclasses.replace(
-        cfg.trainer,
-        steps=steps,
-        coarse_until=round(cfg.trainer.coarse_until * factor),
-        checkpoint_every=min(cfg.trainer.checkpoint_every, max(steps // 4, 1)),
-    )
     return dataclasses.replace(
         cfg,
-        trainer=trainer,
-        strategy=dataclasses.replace(cfg.strategy, densify=densify),
+        trainer=scaled_trainer(cfg.trainer, steps, factor),
+        strategy=dataclasses.replace(
+            cfg.strategy, densify=scaled_density(cfg.strategy.densify, steps, factor)
+        ),
         co_reg=dataclasses.replace(cfg.co_reg, pseudo_start=round(cfg.co_reg.pseudo_start * factor)),
-        sh_degree_interval=max(1, round(cfg.sh_degree_interval * factor)),
+        sh_degree_interval=scaled_steps(cfg.sh_degree_interval, factor),
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from splat4d.data.config import DataConfig
 from splat4d.initialization import InitConfig
 from splat4d.optim import OptimConfig
+from splat4d.schedule import scaled_density, scaled_steps, scaled_trainer
 from splat4d.strategy import DefaultStrategyConfig, MCMCStrategyConfig
 from splat4d.trainer import TrainerConfig
 
@@ -94,31 +95,14 @@ PRESETS: dict[str, StaticConfig] = {
 }
 
 
-MIN_RESET_RECOVERY = 300
-"""Steps an opacity reset needs before the image recovers; schedules squeezed below this skip resets."""
-
-
 def with_steps(cfg: StaticConfig, steps: int) -> StaticConfig:
-    """`cfg` trained for `steps` instead: step-based schedules (densification window, opacity resets, SH warm-up,
-    half-resolution start) are scaled by the same factor, so `--steps` shortens or lengthens a preset without
-    breaking it. The refinement interval is kept (refining more often would multiply the Gaussians in a short
-    run), and opacity resets are dropped when they would come less than MIN_RESET_RECOVERY steps apart."""
+    """`cfg` trained for `steps` instead: its step-based schedules (densification window, opacity resets, SH
+    warm-up, half-resolution start) scaled by the same factor (`splat4d.schedule`), so `--steps` shortens or
+    lengthens a preset without breaking it."""
     factor = steps / cfg.trainer.steps
-    strategy = cfg.strategy
-    changes = {}
-    for name in ("refine_start_iter", "refine_stop_iter", "reset_every"):
-        if hasattr(strategy, name):
-            changes[name] = max(1, round(getattr(strategy, name) * factor))
-    if changes.get("reset_every", MIN_RESET_RECOVERY) < MIN_RESET_RECOVERY:
-        changes["reset_every"] = steps + 1
     return dataclasses.replace(
         cfg,
-        trainer=dataclasses.replace(
-            cfg.trainer,
-            steps=steps,
-            checkpoint_every=min(cfg.trainer.checkpoint_every, max(steps // 4, 1)),
-            coarse_until=round(cfg.trainer.coarse_until * factor),
-        ),
-        strategy=dataclasses.replace(strategy, **changes),
-        sh_degree_interval=max(1, round(cfg.sh_degree_interval * factor)),
+        trainer=scaled_trainer(cfg.trainer, steps, factor),
+        strategy=scaled_density(cfg.strategy, steps, factor),
+        sh_degree_interval=scaled_steps(cfg.sh_degree_interval, factor),
     )

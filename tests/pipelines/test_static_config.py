@@ -1,7 +1,7 @@
 """`--steps` rescales a preset's schedule without breaking it."""
 
 from pipelines.static import PRESETS, with_steps
-from pipelines.static.config import MIN_RESET_RECOVERY
+from splat4d.schedule import MIN_RESET_RECOVERY
 
 
 def test_longer_runs_stretch_every_schedule() -> None:
