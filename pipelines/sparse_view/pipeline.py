@@ -25,6 +25,7 @@ from pipelines.sparse_view.pseudo_views import nearest_cameras, orbit_pivot, sam
 from pipelines.sparse_view.silhouettes import AlphaTerm
 from pipelines.sparse_view.smoothness import depth_smoothness
 from pipelines.sparse_view.strategy import floater_votes
+from pipelines.splat_pipeline import SplatPipeline
 from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData
 from splat4d.data.dataset import Batch, ImageDataset
@@ -36,7 +37,7 @@ from splat4d.pipeline import StepResult
 from splat4d.render import RenderOutput, RenderSettings, render
 
 
-class SparseViewPipeline:
+class SparseViewPipeline(SplatPipeline):
     def __init__(
         self,
         cfg: SparseViewConfig,
@@ -44,20 +45,12 @@ class SparseViewPipeline:
         background: tuple[float, float, float],
         scene_scale: float = 1.0,
     ) -> None:
-        self.cfg = cfg
-        self.gaussians = gaussians
-        self.background = background
-        self.scene_scale = scene_scale
+        super().__init__(cfg, gaussians, background, scene_scale)
         self._cameras: Cameras | None = None
         self._neighbours: list[list[int]] = []
         self._pivot: torch.Tensor | None = None
         self.priors = LearnedPriors(cfg.priors)
         self.alpha = AlphaTerm(cfg.silhouette)
-
-    def settings(self, sh_degree: int | None = None) -> RenderSettings:
-        return RenderSettings(
-            sh_degree=sh_degree, background=self.background, antialiased=self.cfg.antialiased
-        )
 
     def bind_views(self, views: ImageDataset) -> None:
         """The training views (called by the trainer, again when the resolution changes): pseudo views are drawn

@@ -6,6 +6,7 @@ Run it with `splat4d reconstruct PHOTOS_OR_DATASET -o OUT` (see `--help` for pre
 
 import torch
 
+from pipelines.splat_pipeline import SplatPipeline
 from pipelines.static.config import StaticConfig
 from pipelines.static.multiview import grey, neighbours, patch_ncc_loss, plane_maps
 from splat4d.cameras import Cameras
@@ -16,10 +17,10 @@ from splat4d.initialization import init_gaussians, scene_scale
 from splat4d.losses import depth_to_normals, edge_aware_weight, flatten, normal_consistency, photometric
 from splat4d.metrics import psnr
 from splat4d.pipeline import StepResult
-from splat4d.render import RenderOutput, RenderSettings, render
+from splat4d.render import RenderOutput, render
 
 
-class StaticPipeline:
+class StaticPipeline(SplatPipeline):
     def __init__(
         self,
         cfg: StaticConfig,
@@ -27,30 +28,18 @@ class StaticPipeline:
         background: tuple[float, float, float],
         scene_scale: float = 1.0,
     ) -> None:
-        self.cfg = cfg
-        self.gaussians = gaussians
-        self.background = background
-        self.scene_scale = scene_scale
+        super().__init__(cfg, gaussians, background, scene_scale)
         self._views: ImageDataset | None = None
         self._neighbours: list[list[int]] = []
         self._absgrad = bool(getattr(cfg.strategy, "absgrad", False))
-
-    def settings(
-        self, sh_degree: int | None = None, absgrad: bool = False, normals: bool = False
-    ) -> RenderSettings:
-        return RenderSettings(
-            sh_degree=sh_degree,
-            background=self.background,
-            antialiased=self.cfg.antialiased,
-            absgrad=absgrad,
-            normals=normals,
-        )
 
     def train_step(self, batch: Batch, step: int) -> StepResult:
         degree = min(step // self.cfg.sh_degree_interval, self.gaussians.sh_degree)
         geo = self.cfg.geometry
         regularise = geo.enabled and step >= geo.start_fraction * self.cfg.trainer.steps
-        out = render(self.gaussians, batch.cameras, self.settings(degree, self._absgrad, regularise))
+        out = render(
+            self.gaussians, batch.cameras, self.settings(degree, absgrad=self._absgrad, normals=regularise)
+        )
         loss, parts = photometric(out.rgb, batch.rgb, self.cfg.ssim_lambda, batch.mask)
         if regularise:
             loss = loss + self._geometry_loss(out, batch, parts)
