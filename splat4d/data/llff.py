@@ -30,15 +30,14 @@ import torch
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData
-from splat4d.data.checks import check_intrinsics, check_pose, image_header_size
+from splat4d.data.checks import image_header_size
 from splat4d.data.config import DataConfig
-from splat4d.data.llff_poses import POSES_FILE, llff_to_opencv, load_poses_bounds
+from splat4d.data.llff_poses import ASPECT_TOLERANCE, POSES_FILE, camera_of_row, load_poses_bounds
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _FOLDER = re.compile(r"^images(?:_(\d+))?$")
-SIZE_TOLERANCE = 0.02
-"""How far a folder's images may be from hwf / factor (relative) and still count as that factor; LLFF's own
-downsampled sets round sizes (4032 / 8 = 504 exactly, but 3024 / 8 = 378 and odd originals do not divide)."""
+SIZE_TOLERANCE = ASPECT_TOLERANCE
+"""How far a folder's images may be from hwf / factor (relative) and still count as that factor."""
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -111,24 +110,11 @@ def read_llff(cfg: DataConfig, workdir: Path) -> SceneData:
     bounds = poses[:, 15:17]
     Ks, T_world_cam = [], []
     for row, (pose, photo) in enumerate(zip(mats, files, strict=True)):
-        h, w, focal = pose[:, 4]
-        what = f"row {row} ({photo.name})"
-        if min(h, w, focal) <= 0:
-            raise DatasetError(
-                f"{poses_path}: {what}: image size and focal length (h, w, f) must be positive, got "
-                f"({h:g}, {w:g}, {focal:g}); fix its hwf column"
-            )
-        if abs((width / w) / (height / h) - 1) > SIZE_TOLERANCE:
-            raise DatasetError(
-                f"{poses_path}: {what}: the poses are for {w:g}x{h:g} photos but {folder.name}/ holds {width}x{height} "
-                "(another aspect ratio); use the photos the poses were made for"
-            )
-        K = np.array([[focal * width / w, 0, width / 2], [0, focal * height / h, height / 2], [0, 0, 1]])
-        check_intrinsics(K, width, height, poses_path, what, "fix its hwf column")
-        Ks.append(K)
-        T_world_cam.append(
-            check_pose(llff_to_opencv(pose), poses_path, f"the pose in {what}", "fix the camera")
+        K, T = camera_of_row(
+            pose, width, height, poses_path, f"row {row} ({photo.name})", f"photos in {folder.name}/"
         )
+        Ks.append(K)
+        T_world_cam.append(T)
     if not (bounds > 0).all() or not (bounds[:, 1] > bounds[:, 0]).all():
         bad = int(np.flatnonzero(~((bounds > 0).all(1) & (bounds[:, 1] > bounds[:, 0])))[0])
         raise DatasetError(

@@ -14,9 +14,11 @@ from splat4d.data.base import DatasetError
 from splat4d.errors import one_line
 
 __all__ = [
+    "ASPECT_TOLERANCE",
     "OPENCV_AXES_IN_LLFF",
     "POSES_FILE",
     "POSE_COLUMNS",
+    "camera_of_row",
     "llff_to_opencv",
     "load_poses_bounds",
     "opencv_to_llff",
@@ -25,6 +27,9 @@ __all__ = [
 POSES_FILE = "poses_bounds.npy"
 POSE_COLUMNS = 17
 """3x5 pose-and-intrinsics matrix, flattened, plus the near and far bounds."""
+ASPECT_TOLERANCE = 0.02
+"""Images or videos may be a resized copy of the hwf size if the aspect ratio agrees this closely (LLFF's own
+downsampled sets round sizes: 3024 / 8 = 378 exactly, but odd originals do not divide)."""
 OPENCV_AXES_IN_LLFF = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 """R_llff_opencv: OpenCV camera axes (right, down, forward) expressed in LLFF's (down, right, backwards)."""
 
@@ -52,6 +57,34 @@ def load_poses_bounds(path: Path, rows: str = "video") -> np.ndarray:
             f"{'hold' if len(rows) > 1 else 'holds'} a NaN or infinite value; fix or remove the camera"
         )
     return poses.astype(np.float64)
+
+
+def camera_of_row(
+    pose: Float[np.ndarray, "3 5"], width: int, height: int, poses_path: Path, what: str, media: str
+) -> tuple[Float[np.ndarray, "3 3"], Float[np.ndarray, "4 4"]]:
+    """(K, T_world_cam in OpenCV axes) of one LLFF row, for images of `width` x `height` (a resized copy of the
+    hwf size): fx = f W / w, fy = f H / h, principal point at the image centre.
+
+    Raises:
+        DatasetError: `<poses_path>: <what>: ...` when hwf is not positive, the aspect ratio differs from the
+            `media`'s (the images or videos read), or the intrinsics or pose are invalid.
+    """
+    from splat4d.data.checks import check_intrinsics, check_pose
+
+    h, w, focal = pose[:, 4]
+    if min(h, w, focal) <= 0:
+        raise DatasetError(
+            f"{poses_path}: {what}: image size and focal length (h, w, f) must be positive, got "
+            f"({h:g}, {w:g}, {focal:g}); fix the camera's hwf column"
+        )
+    if abs((width / w) / (height / h) - 1) > ASPECT_TOLERANCE:
+        raise DatasetError(
+            f"{poses_path}: {what}: the poses are for {w:g}x{h:g} but the {media} are {width}x{height} (another "
+            f"aspect ratio); use the {media} the poses were made for"
+        )
+    K = np.array([[focal * width / w, 0, width / 2], [0, focal * height / h, height / 2], [0, 0, 1]])
+    check_intrinsics(K, width, height, poses_path, what, "fix the camera's hwf column")
+    return K, check_pose(llff_to_opencv(pose), poses_path, f"the pose in {what}", "fix the camera")
 
 
 def llff_to_opencv(pose: Float[np.ndarray, "3 c"]) -> Float[np.ndarray, "4 4"]:

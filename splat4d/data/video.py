@@ -31,9 +31,8 @@ from jaxtyping import UInt8
 
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData, VideoFrame
-from splat4d.data.checks import check_intrinsics, check_pose
 from splat4d.data.config import DataConfig, MultiviewVideoConfig
-from splat4d.data.llff_poses import POSES_FILE, llff_to_opencv, load_poses_bounds
+from splat4d.data.llff_poses import POSES_FILE, camera_of_row, load_poses_bounds
 from splat4d.errors import UsageError, one_line
 from splat4d.optional import require
 
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
     import av
 
 VIDEO_PATTERN = "cam*.mp4"
-ASPECT_TOLERANCE = 0.01
-"""Videos may be a resized copy of the resolution in poses_bounds.npy, if the aspect ratio agrees this closely."""
 MAX_OPEN_VIDEOS = 4
 """Videos a `VideoFrameReader` keeps open at once (least recently used closed first)."""
 CACHED_FRAMES = 2
@@ -290,27 +287,9 @@ def read_multiview_video(cfg: DataConfig, workdir: Path) -> SceneData:
     mats = poses[:, :15].reshape(-1, 3, 5)
     Ks, T_world_cam = [], []
     for row, (pose, video) in enumerate(zip(mats, videos, strict=True)):
-        h, w, focal = pose[:, 4]
-        if min(h, w, focal) <= 0:
-            raise DatasetError(
-                f"{poses_path}: row {row} ({video.name}): image size and focal length (h, w, f) must be positive, "
-                f"got ({h:g}, {w:g}, {focal:g}); fix the camera's hwf column"
-            )
-        if abs((width / w) / (height / h) - 1) > ASPECT_TOLERANCE:
-            raise DatasetError(
-                f"{poses_path}: cameras are {w:g}x{h:g} but the videos are {width}x{height} (another aspect "
-                "ratio); use the videos the poses were made for"
-            )
-        K = np.array([[focal * width / w, 0, width / 2], [0, focal * height / h, height / 2], [0, 0, 1]])
-        check_intrinsics(
-            K, width, height, poses_path, f"row {row} ({video.name})", "fix the camera's hwf column"
-        )
+        K, T = camera_of_row(pose, width, height, poses_path, f"row {row} ({video.name})", "videos")
         Ks.append(K)
-        T_world_cam.append(
-            check_pose(
-                llff_to_opencv(pose), poses_path, f"the pose in row {row} ({video.name})", "fix the camera"
-            )
-        )
+        T_world_cam.append(T)
 
     mv = cfg.multiview
     bad = [c for c in mv.test_cameras if not 0 <= c < len(videos)]
