@@ -3,7 +3,7 @@
 
 - A **scene folder** is one that holds the marker file `.splat4d-scene`, which `splat4d reconstruct` writes when
   it first takes a folder. Folders made before the marker existed are recognised by their `config.yaml` when it
-  is a splat4d run record (a mapping with `splat4d_version`, `pipeline` and `config`); they get the marker on
+  is a splat4d run record (a mapping naming the `pipeline`, with its `config`); they get the marker on
   their next run. A file merely *named* `config.yaml`, `checkpoints/` or `point_cloud.ply` does not make a scene.
 - `reconstruct -o OUT` writes into OUT only when OUT is absent, empty or a scene folder; anything else is refused
   before a byte is written, with or without `--overwrite`.
@@ -46,7 +46,13 @@ def _is_legacy_scene(folder: Path) -> bool:
         record = yaml.safe_load((folder / CONFIG_FILE).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    return isinstance(record, dict) and {"splat4d_version", "pipeline", "config"} <= set(record)
+    return is_run_record(record)
+
+
+def is_run_record(record: object) -> bool:
+    """Whether a loaded config.yaml is a run record as `splat4d reconstruct` writes it: a mapping naming the
+    pipeline, with the pipeline's config as a mapping (and, in practice, the splat4d version)."""
+    return isinstance(record, dict) and "pipeline" in record and isinstance(record.get("config"), dict)
 
 
 def is_scene(folder: Path) -> bool:
@@ -144,6 +150,6 @@ def read_record(out: Path) -> dict[str, Any]:
         raise SceneFolderError(
             f"{path}: not readable YAML ({type(exc).__name__}); rerun `splat4d reconstruct`"
         ) from None
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+    if not is_run_record(record):
         raise SceneFolderError(f"{path}: not a splat4d run record; not a scene made by `splat4d reconstruct`")
     return record

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from splat4d.data.dataset import ImageDataset, TrainSampler
+from splat4d.interrupts import terminate_as_interrupt
 from splat4d.io.checkpoint import (
     CheckpointError,
     load_latest_checkpoint,
@@ -204,7 +205,11 @@ class Trainer:
         start_step = self.step
         if self.step >= self.cfg.steps:
             return TrainResult(self.step, self.seconds, len(self.pipeline.gaussians))
-        with training_progress(self.cfg.progress, self.console) as progress, sigterm_as_interrupt():
+        # SIGTERM stops training as Ctrl-C does, so `kill` leaves a checkpoint too (main thread only).
+        with (
+            training_progress(self.cfg.progress, self.console) as progress,
+            terminate_as_interrupt((signal.SIGTERM,)),
+        ):
             task = progress.add_task("training", total=self.cfg.steps, completed=self.step, stats="")
             t_session = time.perf_counter()
             seconds_before = self.seconds
@@ -256,13 +261,3 @@ def training_progress(enabled: bool, console: Console) -> Iterator[Progress]:
     )
     with progress:
         yield progress
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while training, so `kill` leaves a checkpoint too (main thread only: elsewhere,
-    e.g. training started from the viewer's thread, nothing changes). `splat4d.interrupts` explains why."""
-    from splat4d.interrupts import terminate_as_interrupt
-
-    with terminate_as_interrupt((signal.SIGTERM,)):
-        yield

@@ -47,6 +47,7 @@ the last commit exactly (parameters, moments, position in the schedule, step, bo
 
 import dataclasses
 import math
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,10 +72,11 @@ from splat4d.hierarchy.segment_store import (
 )
 from splat4d.hierarchy.storage import write_segments
 from splat4d.hierarchy.tree import Segment, TimeTree
+from splat4d.interrupts import terminate_as_interrupt
 from splat4d.optim import Optim4DConfig, build_optimizers, set_lr
 from splat4d.strategy import StepContext
 from splat4d.strategy.density4d import Density4DConfig, Density4DStrategy
-from splat4d.trainer import TrainingInterrupted, sigterm_as_interrupt, training_progress
+from splat4d.trainer import TrainingInterrupted, training_progress
 
 INSIDE = 0.98
 """Initial half-lifespan of a segment's Gaussians as a fraction of half the segment: just inside it."""
@@ -356,7 +358,10 @@ class StreamedTrainer:
         if self._open_store():
             self.console.print(f"resuming streamed training at visit {self.visit} of {len(self.schedule)}")
         stop = len(self.schedule) if max_visits is None else min(len(self.schedule), self.visit + max_visits)
-        with training_progress(self.cfg.progress, self.console) as progress, sigterm_as_interrupt():
+        with (
+            training_progress(self.cfg.progress, self.console) as progress,
+            terminate_as_interrupt((signal.SIGTERM,)),
+        ):
             task = progress.add_task("training", total=self.total_steps, completed=self.step, stats="")
             t_session, seconds_before = time.perf_counter(), self.seconds
             before = (self.step, self.generator.get_state(), torch.get_rng_state())
