@@ -86,8 +86,9 @@ def frustum_points(scene: SceneData, n: int, generator: torch.Generator) -> Floa
     near = torch.as_tensor(scene.metadata["near"], dtype=torch.float32)[train]
     far = torch.as_tensor(scene.metadata["far"], dtype=torch.float32)[train]
     which = torch.randint(len(cams), (n,), generator=generator)
-    u = torch.rand(n, generator=generator) * cams.width
-    v = torch.rand(n, generator=generator) * cams.height
+    size = cams.size_tensor()[which]  # each point's camera's (width, height)
+    u = torch.rand(n, generator=generator) * size[:, 0]
+    v = torch.rand(n, generator=generator) * size[:, 1]
     K = cams.Ks[which]
     rays = torch.stack([(u - K[:, 0, 2]) / K[:, 0, 0], (v - K[:, 1, 2]) / K[:, 1, 1], torch.ones(n)], dim=-1)
     s = torch.rand(n, generator=generator)

@@ -186,8 +186,8 @@ def write_cameras_json(path: Path, scene: SceneData) -> None:
             "id": i,
             "image": scene.image_paths[i].name,
             "split": "train" if i in train else "test",
-            "width": cams.width,
-            "height": cams.height,
+            "width": cams.widths[i],
+            "height": cams.heights[i],
             "K": cams.Ks[i].tolist(),
             "T_world_cam": cams.T_world_cam[i].tolist(),
             **({"time": float(cams.times[i])} if cams.times is not None else {}),
@@ -246,7 +246,7 @@ def reconstruct(
         raise
     console.print(
         f"{cfg.data.path}: {len(scene.cameras)} images ({len(scene.train_indices)} train, "
-        f"{len(scene.test_indices)} test) at {scene.cameras.width}×{scene.cameras.height}, "
+        f"{len(scene.test_indices)} test) at {scene.cameras.describe_size()}, "
         f"{0 if scene.points is None else len(scene.points)} initial points"
     )
     write_cameras_json(out / "cameras.json", scene)

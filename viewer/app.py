@@ -1,9 +1,10 @@
 """`ViewerApp`: the viser server, its GUI, and one `ClientRenderer` per connected browser tab.
 
-GUI (shared by all tabs): render path (server-side images from splat4d's rasterizer, or viser's WebGL splats in
-the browser), render mode (RGB, depth, alpha) and resolution; for 4D scenes a time slider, play/pause, speed and
-frame stepping; a scene panel (number of Gaussians, bounds, training cameras as frustums: click one to look
-through it); during live training, the step and a pause/resume button.
+GUI: the render path, per tab (server-side images from splat4d's rasterizer, or viser's WebGL splats in that
+browser: a dropdown each tab gets for itself, so switching one tab leaves the others as they are); shared by all
+tabs, the render mode (RGB, depth, alpha) and resolution; for 4D scenes a time slider, play/pause, speed and frame
+stepping; a scene panel (number of Gaussians, bounds, training cameras as frustums: click one to look through it);
+during live training, the step and a pause/resume button.
 """
 
 import math
@@ -79,7 +80,9 @@ class ViewerApp:
         self._render_lock = threading.Lock()
         self._renderers: dict[int, ClientRenderer] = {}
         self._shown_version = -1
-        self._splats: Any = None
+        self._splats_lock = threading.Lock()
+        self._splats: dict[int, Any] = {}
+        """Client id → the splats handle sent to that tab (tabs on the browser render path only)."""
         self._frustums: list[Any] = []
         self._closed = threading.Event()
         self._build_gui()
@@ -107,14 +110,12 @@ class ViewerApp:
     # -- GUI -------------------------------------------------------------------------------------------------------
     def _build_gui(self) -> None:
         gui = self.server.gui
-        with gui.add_folder("Render"):
-            initial = next(k for k, v in PATHS.items() if v == (self.cfg.render_path == "server"))
-            self.gui_path = gui.add_dropdown("Path", tuple(PATHS), initial_value=initial)
+        # Each tab adds its own "Path" dropdown at the top of this folder (`_connect`).
+        with gui.add_folder("Render") as self.gui_render_folder:
             self.gui_mode = gui.add_dropdown("Mode", tuple(MODES), initial_value="RGB")
             self.gui_resolution = gui.add_slider(
                 "Resolution", min=128, max=4096, step=64, initial_value=self.cfg.max_resolution
             )
-        self.gui_path.on_update(lambda _: self._path_changed())
         self.gui_mode.on_update(lambda _: self._invalidate())
         self.gui_resolution.on_update(lambda _: self._invalidate())
         with gui.add_folder("Time") as self.gui_time_folder:
@@ -143,7 +144,6 @@ class ViewerApp:
             mode=MODES[self.gui_mode.value],
             max_resolution=int(self.gui_resolution.value),
             moving_resolution=min(self.cfg.moving_resolution, int(self.gui_resolution.value)),
-            server_side=PATHS[self.gui_path.value],
         )
 
     def _invalidate(self) -> None:
@@ -159,7 +159,7 @@ class ViewerApp:
             self.gui_time.value = t
         self._invalidate()
         scene, _ = self.source.current()
-        if scene is not None and scene.is_4d and not PATHS[self.gui_path.value]:
+        if scene is not None and scene.is_4d:
             self._send_splats(scene)
 
     def _step_frame(self, direction: int) -> None:
@@ -200,8 +200,7 @@ class ViewerApp:
             for renderer in self.renderers.values():  # tabs opened before the cameras were known
                 self.move_client_to_camera(renderer.client, 0)
         self.gui_stats.content = _stats_markdown(scene)
-        if not PATHS[self.gui_path.value]:
-            self._send_splats(scene)
+        self._send_splats(scene)
         self._invalidate()
 
     def _set_up_direction(self, scene: ViewedScene) -> None:
@@ -247,48 +246,84 @@ class ViewerApp:
         if scene.is_4d and scene.cameras.times is not None:
             self._set_time(float(scene.cameras.times[index]))
 
-    def _path_changed(self) -> None:
-        scene, _ = self.source.current()
-        if PATHS[self.gui_path.value]:
-            if self._splats is not None:
-                self._splats.remove()
-                self._splats = None
+    def set_render_path(self, client_id: int, server_side: bool) -> None:
+        """Switch one tab between server-rendered images (True) and viser's WebGL splats in its browser (False);
+        the other tabs keep theirs."""
+        renderer = self.renderers.get(client_id)
+        if renderer is None or renderer.server_side == server_side:
+            return
+        renderer.set_server_side(server_side)  # its thread clears the background image it had sent
+        if server_side:
+            with self._splats_lock:
+                handle = self._splats.pop(client_id, None)
+            if handle is not None:
+                handle.remove()
         else:
-            for renderer in self.renderers.values():
-                renderer.client.scene.set_background_image(None)
+            scene, _ = self.source.current()
             if scene is not None:
-                self._send_splats(scene)
-        self._invalidate()
+                self._send_splats(scene, [renderer])
 
-    def _send_splats(self, scene: ViewedScene) -> None:
+    def _send_splats(self, scene: ViewedScene, renderers: list[ClientRenderer] | None = None) -> None:
+        """Send the scene (at the current time) as WebGL splats to `renderers` (default: every tab on the browser
+        render path). A scene with nothing drawable removes their splats instead (viser cannot size an empty
+        set)."""
+        targets = [r for r in (renderers or self.renderers.values()) if not r.server_side]
+        if not targets:
+            return
         t = self.time if scene.is_4d else None
         with self._render_lock:  # a streamed scene's segment cache is shared with the render threads
             gaussians = scene.at(t)
         splats = browser_splats(gaussians, t)
-        self._splats = self.server.scene.add_gaussian_splats(
-            "/splats", splats.centers, splats.covariances, splats.rgbs, splats.opacities
-        )
+        for renderer in targets:
+            client_id = renderer.client.client_id
+            with self._splats_lock:
+                # Switched back meanwhile: `set_render_path` flips the path first, then pops under this lock.
+                if renderer.server_side:
+                    continue
+                if len(splats.centers) == 0:
+                    handle = self._splats.pop(client_id, None)
+                    if handle is not None:
+                        handle.remove()
+                    continue
+                self._splats[client_id] = renderer.client.scene.add_gaussian_splats(
+                    "/splats", splats.centers, splats.covariances, splats.rgbs, splats.opacities
+                )
+
+    def splats_sent_to(self, client_id: int) -> bool:
+        """Whether the tab `client_id` holds WebGL splats sent by the viewer."""
+        with self._splats_lock:
+            return client_id in self._splats
 
     # -- clients ---------------------------------------------------------------------------------------------------
     def _connect(self, client: viser.ClientHandle) -> None:
+        server_side = self.cfg.render_path == "server"
         renderer = ClientRenderer(
             client, self.source, self.view_state, self._render_lock, self.device, self.cfg.still_after,
-            self.cfg.jpeg_quality,
+            self.cfg.jpeg_quality, server_side,
         )  # fmt: skip
         with self._lock:
             self._renderers[client.client_id] = renderer
             count = len(self._renderers)
         if self.training is not None:
             self.training.watchers = count
+        with self.gui_render_folder:  # this tab's own dropdown, first in the shared "Render" folder
+            path = client.gui.add_dropdown(
+                "Path", tuple(PATHS), initial_value=_path_label(server_side), order=0.0
+            )
+        path.on_update(lambda _: self.set_render_path(client.client_id, PATHS[path.value]))
         scene, _ = self.source.current()
         if scene is not None and scene.cameras is not None and len(scene.cameras):
             self.move_client_to_camera(client, 0)
+        if scene is not None and not server_side:
+            self._send_splats(scene, [renderer])
         renderer.invalidate()
 
     def _disconnect(self, client: viser.ClientHandle) -> None:
         with self._lock:
             renderer = self._renderers.pop(client.client_id, None)
             count = len(self._renderers)
+        with self._splats_lock:
+            self._splats.pop(client.client_id, None)  # went with the tab
         if self.training is not None:
             self.training.watchers = count
         if renderer is not None:
@@ -326,6 +361,10 @@ class ViewerApp:
             pass
         finally:
             self.close()
+
+
+def _path_label(server_side: bool) -> str:
+    return next(label for label, value in PATHS.items() if value == server_side)
 
 
 def _stats_markdown(scene: ViewedScene) -> str:

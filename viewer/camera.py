@@ -48,5 +48,6 @@ def cameras_to_viser(cameras: Cameras, index: int) -> tuple[np.ndarray, np.ndarr
     T = cameras.T_world_cam[index].detach().double().cpu()
     wxyz = rotmat_to_quat(T[:3, :3]).numpy()
     fy = float(cameras.Ks[index, 1, 1])
-    fov_y = 2.0 * math.atan(0.5 * cameras.height / fy)
-    return wxyz, T[:3, 3].numpy(), fov_y, cameras.width / cameras.height
+    width, height = cameras.widths[index], cameras.heights[index]  # cameras may differ in size
+    fov_y = 2.0 * math.atan(0.5 * height / fy)
+    return wxyz, T[:3, 3].numpy(), fov_y, width / height

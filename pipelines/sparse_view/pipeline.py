@@ -59,7 +59,7 @@ class SparseViewPipeline(SplatPipeline):
         self._neighbours = nearest_cameras(views.cameras, self.cfg.co_reg.pseudo_neighbours)
         self._pivot = orbit_pivot(views.cameras) if self.cfg.co_reg.orbit else None
         self.priors.bind_views(views, self._neighbours, self._pivot)
-        self.alpha.bind_views(views.scene, views.indices, views.width, views.height)
+        self.alpha.bind_views(views.scene, views.indices, views.cameras.sizes)
 
     def train_step(self, batch: Batch, step: int) -> StepResult:
         cfg = self.cfg

@@ -111,4 +111,5 @@ def sample_pseudo_camera(
     T = interpolate_poses(
         cameras.T_world_cam[i : i + 1], cameras.T_world_cam[j : j + 1], s.to(cameras.device), pivot
     )
-    return Cameras(T, cameras.Ks[i : i + 1].clone(), cameras.width, cameras.height)
+    camera = cameras[i]
+    return Cameras(T, camera.Ks.clone(), camera.width, camera.height)

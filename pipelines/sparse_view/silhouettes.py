@@ -101,13 +101,16 @@ def visual_hull_points(
     cameras = scene.cameras[torch.as_tensor(indices, dtype=torch.long)]
     centre = look_at_point(cameras)
     half = cfg.hull_extent * float((cameras.centers - centre).norm(dim=-1).mean())
-    stack = torch.stack([alphas[i] for i in indices])  # [C, H, W]
+    # The photos may differ in size: they are stacked padded, each with its own bounds W, H ([C, 1]).
+    photos = [alphas[i] for i in indices]
+    stack = _padded(photos)  # [C, H, W]
     background = scene.background or (0.0, 0.0, 0.0)
-    colours = torch.stack([_photo_rgb(scene.image_paths[i], background) for i in indices])  # [C, H, W, 3]
-    H, W = stack.shape[1:]
-    border = torch.cat([stack[:, 0], stack[:, -1], stack[:, :, 0], stack[:, :, -1]], dim=1)
+    colours = _padded([_photo_rgb(scene.image_paths[i], background) for i in indices])  # [C, H, W, 3]
+    W = torch.tensor([[a.shape[1]] for a in photos])
+    H = torch.tensor([[a.shape[0]] for a in photos])
+    border = torch.stack([torch.cat([a[0], a[-1], a[:, 0], a[:, -1]]).amax() for a in photos])
     # photos the object lies wholly inside: outside their frame is empty
-    framed = border.amax(dim=1) < cfg.threshold
+    framed = border < cfg.threshold
     generator = torch.Generator().manual_seed(seed)
     kept_points, kept_colours, total = [], [], 0
     for _ in range(50):
@@ -115,7 +118,8 @@ def visual_hull_points(
         uv, z = _project(points, cameras)
         px = uv.floor().long()  # pixel (i, j) covers [i, i + 1) × [j, j + 1)
         seen = (z > 0) & (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H)
-        x, y = px[..., 0].clamp(0, W - 1), px[..., 1].clamp(0, H - 1)
+        x = torch.minimum(px[..., 0].clamp_min(0), W - 1)
+        y = torch.minimum(px[..., 1].clamp_min(0), H - 1)
         cam = torch.arange(len(indices))[:, None].expand_as(x)
         inside = stack[cam, y, x] >= cfg.threshold
         keep = (inside | (~seen & ~framed[:, None])).all(0) & seen.any(0)
@@ -134,6 +138,16 @@ def visual_hull_points(
             "start from random points)"
         )
     return torch.cat(kept_points)[:n], torch.cat(kept_colours)[:n]
+
+
+def _padded(images: list[Tensor]) -> Tensor:
+    """Images [H_c, W_c, ...] stacked into one [C, H, W, ...] of the largest size, zero beyond each image."""
+    H = max(image.shape[0] for image in images)
+    W = max(image.shape[1] for image in images)
+    out = images[0].new_zeros((len(images), H, W, *images[0].shape[2:]))
+    for c, image in enumerate(images):
+        out[c, : image.shape[0], : image.shape[1]] = image
+    return out
 
 
 def _photo_rgb(path: Path | object, background: tuple[float, float, float]) -> Float[Tensor, "H W 3"]:
@@ -159,13 +173,15 @@ class AlphaTerm:
         self._full: dict[int, Float[Tensor, "H W"]] | None = None
         self._sized: dict[int, Float[Tensor, "1 h w 1"]] = {}
 
-    def bind_views(self, scene: SceneData, indices: list[int], width: int, height: int) -> None:
+    def bind_views(self, scene: SceneData, indices: list[int], sizes: list[tuple[int, int]]) -> None:
+        """The photos `indices` of `scene`, trained at `sizes` ((width, height) of each, in the same order)."""
         if self.cfg.weight <= 0:
             return
         if self._full is None:
             self._full = photo_alphas(scene, indices) or {}
+        size_of = dict(zip(indices, sizes, strict=True))
         self._sized = {
-            i: F.interpolate(a[None, None], size=(height, width), mode="area").permute(0, 2, 3, 1)
+            i: F.interpolate(a[None, None], size=size_of[i][::-1], mode="area").permute(0, 2, 3, 1)
             for i, a in self._full.items()
         }
 

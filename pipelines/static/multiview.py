@@ -41,7 +41,7 @@ def grey(rgb: Float[Tensor, "H W 3"]) -> Float[Tensor, "H W"]:
 
 def patch_ncc_loss(
     ref_grey: Float[Tensor, "H W"],
-    nbr_grey: Float[Tensor, "H W"],
+    nbr_grey: Float[Tensor, "h w"],
     K_ref: Float[Tensor, "3 3"],
     K_nbr: Float[Tensor, "3 3"],
     T_nbr_ref: Float[Tensor, "4 4"],
@@ -54,7 +54,8 @@ def patch_ncc_loss(
 ) -> tuple[Float[Tensor, ""], int]:
     """Mean 1 − NCC of `num_patches` random (2·half+1)² patches centred on `valid` pixels, warped from the reference
     photo into the neighbour's by each centre pixel's plane (unit `normals`, `dists` = n · X in the reference camera
-    frame; both differentiable). Returns the loss (0 when no patch qualifies) and the number of patches used.
+    frame; both differentiable). Returns the loss (0 when no patch qualifies) and the number of patches used. The
+    neighbour's photo may have another size than the reference's (each has its own camera).
 
     Pixel convention: (i, j) has its centre at (i + 0.5, j + 0.5), as everywhere in splat4d.
     """
@@ -84,10 +85,11 @@ def patch_ncc_loss(
     warped = torch.einsum("pij,psj->psi", homography, pixels)
     z = warped[..., 2]
     uv = warped[..., :2] / z.clamp_min(1e-6)[..., None]
-    inside = ((z > 1e-6) & (uv[..., 0] > 0) & (uv[..., 0] < W) & (uv[..., 1] > 0) & (uv[..., 1] < H)).all(
+    h, w = nbr_grey.shape
+    inside = ((z > 1e-6) & (uv[..., 0] > 0) & (uv[..., 0] < w) & (uv[..., 1] > 0) & (uv[..., 1] < h)).all(
         dim=1
     )
-    grid = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], dim=-1)[None]  # align_corners=False
+    grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], dim=-1)[None]  # align_corners=False
     nbr_patch = torch.nn.functional.grid_sample(
         nbr_grey[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False
     )[0, 0]

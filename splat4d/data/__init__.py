@@ -144,9 +144,11 @@ def _validate(scene: SceneData, source: Path) -> None:
 def _validate_cameras(scene: SceneData, source: Path) -> None:
     cameras = scene.cameras
     hint = f"fix or remove this view in {source}"
-    width, height = cameras.width, cameras.height
-    if not all(isinstance(side, int) and 1 <= side <= MAX_IMAGE_SIDE for side in (width, height)):
-        raise DatasetError(f"{source}: image size {width}x{height} is not in 1..{MAX_IMAGE_SIDE} pixels")
+    for i, (width, height) in enumerate(cameras.sizes):
+        if not all(1 <= side <= MAX_IMAGE_SIDE for side in (width, height)):
+            raise DatasetError(
+                f"{scene.image_paths[i]}: its image size {width}x{height} is not in 1..{MAX_IMAGE_SIDE} pixels; {hint}"
+            )
     T = cameras.T_world_cam.detach().double().cpu().numpy()
     Ks = cameras.Ks.detach().double().cpu().numpy()
     # Vectorised first (scenes of multi-view video have tens of thousands of views), described one by one after.
@@ -161,7 +163,7 @@ def _validate_cameras(scene: SceneData, source: Path) -> None:
         problem = describe_pose_problem(T[i])
         if problem is not None:
             raise DatasetError(f"{scene.image_paths[i]}: its camera pose {problem}; {hint}")
-        problem = describe_intrinsics_problem(Ks[i], width, height)
+        problem = describe_intrinsics_problem(Ks[i], cameras.widths[i], cameras.heights[i])
         if problem is not None:
             raise DatasetError(f"{scene.image_paths[i]}: its camera's {problem}; {hint}")
     if cameras.times is not None:

@@ -5,6 +5,11 @@ Each split file holds `camera_angle_x` (horizontal field of view, radians) and `
 OpenGL camera axes. The renders have a transparent background, composited onto white by convention.
 D-NeRF scenes (Pumarola et al. 2021) use the same layout and give every frame a `time` in [0, 1]; it becomes
 `Cameras.times`, so they train with the dynamic pipeline.
+
+Training uses `train` and evaluation `test`, as 3DGS, D-NeRF and the 4D methods do. The `val` frames are held out
+(D-NeRF's are one fixed camera sweeping time, which would turn a monocular capture into a two-camera one): they
+are checked like the others and kept in `SceneData.metadata` (`val_cameras`, `val_image_paths`) for
+`export video --path val`, unless `DataConfig.train_on_val` adds them to training.
 """
 
 import math
@@ -20,7 +25,7 @@ from splat4d.data.config import DataConfig
 from splat4d.geometry import OPENGL_FROM_OPENCV
 
 SPLIT_FILES = {"train": "transforms_train.json", "val": "transforms_val.json", "test": "transforms_test.json"}
-"""Split name → file; the train file is required, val is merged into train, test is optional."""
+"""Split name → file; the train file is required, val and test are optional."""
 WHITE = (1.0, 1.0, 1.0)
 """NeRF-synthetic images are evaluated composited onto white (Mildenhall et al. 2020)."""
 DEFAULT_IMAGE_SUFFIX = ".png"
@@ -83,17 +88,24 @@ def _image_size(path: Path) -> tuple[int, int]:
     return image_header_size(path)
 
 
+Frame = tuple[Path, np.ndarray, float, float | None]
+"""(image path, T_world_cam, camera_angle_x, time) of one frame."""
+
+
 def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
     """Read the Blender / NeRF-synthetic scene in the folder `cfg.path`.
 
-    Frames are ordered train, val, test. Train and val frames train; test frames test. Without a test file,
-    every `cfg.test_every`-th train/val frame (0, n, 2n, ...) is held out instead (none when test_every < 1).
+    Cameras are the train frames then the test frames (with `cfg.train_on_val`, the val frames between them,
+    training). Without a test file, every `cfg.test_every`-th training frame (0, n, 2n, ...) is held out instead
+    (none when test_every < 1). The val frames are otherwise held out of both splits and kept in
+    `metadata["val_cameras"]` (a `Cameras`, with times for D-NeRF) and `metadata["val_image_paths"]`.
     Intrinsics come from each split's `camera_angle_x`: fx = fy = W / (2 tan(angle / 2)), principal point at the
     image centre. Per-frame `time`s (D-NeRF) become `Cameras.times`. The scene has no initial points (trainers
     initialise randomly) and a white background.
 
     Args:
-        cfg: `cfg.path` is the scene folder; `cfg.test_every` is used only without a test file.
+        cfg: `cfg.path` is the scene folder; `cfg.test_every` is used only without a test file;
+            `cfg.train_on_val` trains on the val frames too.
         workdir: unused; every reader takes it so that the registry can call them alike.
 
     Returns:
@@ -101,90 +113,109 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
 
     Raises:
         DatasetError: a split file is missing or malformed (not a UTF-8 JSON object, a pose that is not a finite
-            rigid 4x4 matrix, a field angle outside (0, pi), a time outside [0, 1]), an image is missing or unreadable, the images
-            differ in size, or some frames have a `time` and others do not.
+            rigid 4x4 matrix, a field angle outside (0, pi), a time outside [0, 1]), an image is missing or
+            unreadable, the images (val's included) differ in size, or some frames have a `time` and others do
+            not.
     """
     del workdir
     root = Path(cfg.path)
     if not is_blender(root):
         raise DatasetError(f"{root / SPLIT_FILES['train']}: file not found")
 
-    # (image path, T_world_cam, camera_angle_x, split, time) per frame, in split order.
-    frames: list[tuple[Path, np.ndarray, float, str, float | None]] = []
+    splits: dict[str, list[Frame]] = {}
+    first: Frame | None = None
     for split, name in SPLIT_FILES.items():
         json_path = root / name
         if split != "train" and not json_path.exists():
             continue
-        meta = _load_json(json_path)
-        if not isinstance(meta.get("frames"), list) or (split == "train" and not meta["frames"]):
-            raise DatasetError(f"{json_path}: no 'frames'; list the images with their poses under 'frames'")
-        try:
-            angle_x = float(meta["camera_angle_x"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(
-                f"{json_path}: no numeric 'camera_angle_x'; give the horizontal field of view in radians"
-            ) from exc
-        if not 0.0 < angle_x < math.pi:
-            raise DatasetError(
-                f"{json_path}: camera_angle_x {angle_x} is not in (0, pi); give the horizontal field of view in "
-                "radians"
-            )
-        for frame in meta["frames"]:
-            if not isinstance(frame, dict):
-                raise DatasetError(f"{json_path}: a frame is not a JSON object; fix or remove it")
-            time = _time(frame, json_path)
-            if frames and (time is None) != (frames[0][4] is None):
+        splits[split] = _read_split(root, json_path, split, first)
+        first = first or (splits[split][0] if splits[split] else None)
+
+    assert first is not None  # the train split has frames
+    width, height = _image_size(first[0])
+    for split_frames in splits.values():
+        for path, *_ in split_frames:
+            size = _image_size(path)
+            if size != (width, height):
                 raise DatasetError(
-                    f"{json_path}: frame {frame.get('file_path', '?')} {'has no' if time is None else 'has a'} "
-                    f"'time' but {frames[0][0].name} {'has one' if time is None else 'has none'}; "
-                    "give every frame a time (D-NeRF) or none"
+                    f"{path}: image is {size[0]}x{size[1]} but {first[0].name} is {width}x{height}; "
+                    "mixed sizes are not supported"
                 )
-            frames.append(
-                (_image_path(root, frame, json_path), _pose(frame, json_path), angle_x, split, time)
-            )
 
-    first_path = frames[0][0]
-    width, height = _image_size(first_path)
-    for path, *_ in frames[1:]:
-        size = _image_size(path)
-        if size != (width, height):
-            raise DatasetError(
-                f"{path}: image is {size[0]}x{size[1]} but {first_path.name} is {width}x{height}; "
-                "mixed sizes are not supported"
-            )
-
-    Ks = []
-    for _, _, angle_x, _, _ in frames:
-        focal = 0.5 * width / math.tan(0.5 * angle_x)
-        Ks.append([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
-    cameras = Cameras(
-        T_world_cam=torch.from_numpy(np.stack([f[1] for f in frames])).float(),
-        Ks=torch.tensor(Ks, dtype=torch.float64).float(),
-        width=width,
-        height=height,
-        times=None if frames[0][4] is None else torch.tensor([f[4] for f in frames], dtype=torch.float32),
-    )
-
-    splits = [f[3] for f in frames]
-    if "test" in splits:
-        train = [i for i, s in enumerate(splits) if s != "test"]
-        test = [i for i, s in enumerate(splits) if s == "test"]
+    train_frames = splits["train"] + (splits.get("val", []) if cfg.train_on_val else [])
+    test_frames = splits.get("test", [])
+    frames = train_frames + test_frames
+    if test_frames:
+        train = list(range(len(train_frames)))
+        test = list(range(len(train_frames), len(frames)))
     elif cfg.test_every >= 1:
         test = list(range(0, len(frames), cfg.test_every))
         train = [i for i in range(len(frames)) if i % cfg.test_every != 0]
     else:
         train, test = list(range(len(frames))), []
 
+    metadata: dict = {
+        "source": str(root),
+        "format": "blender",
+        "split_counts": {split: len(split_frames) for split, split_frames in splits.items()},
+    }
+    if splits.get("val"):
+        metadata["val_cameras"] = _cameras(splits["val"], width, height)
+        metadata["val_image_paths"] = [f[0] for f in splits["val"]]
     return SceneData(
-        cameras=cameras,
+        cameras=_cameras(frames, width, height),
         image_paths=[f[0] for f in frames],
         depth_paths=[None] * len(frames),
         train_indices=train,
         test_indices=test,
         background=WHITE,
-        metadata={
-            "source": str(root),
-            "format": "blender",
-            "split_counts": {s: splits.count(s) for s in SPLIT_FILES if s in splits},
-        },
+        metadata=metadata,
+    )
+
+
+def _read_split(root: Path, json_path: Path, split: str, first: Frame | None) -> list[Frame]:
+    """The frames of one split file, checked; `first` (the first frame read so far) says whether frames have a
+    time."""
+    meta = _load_json(json_path)
+    if not isinstance(meta.get("frames"), list) or (split == "train" and not meta["frames"]):
+        raise DatasetError(f"{json_path}: no 'frames'; list the images with their poses under 'frames'")
+    try:
+        angle_x = float(meta["camera_angle_x"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(
+            f"{json_path}: no numeric 'camera_angle_x'; give the horizontal field of view in radians"
+        ) from exc
+    if not 0.0 < angle_x < math.pi:
+        raise DatasetError(
+            f"{json_path}: camera_angle_x {angle_x} is not in (0, pi); give the horizontal field of view in "
+            "radians"
+        )
+    frames: list[Frame] = []
+    for frame in meta["frames"]:
+        if not isinstance(frame, dict):
+            raise DatasetError(f"{json_path}: a frame is not a JSON object; fix or remove it")
+        time = _time(frame, json_path)
+        reference = first or (frames[0] if frames else None)
+        if reference is not None and (time is None) != (reference[3] is None):
+            raise DatasetError(
+                f"{json_path}: frame {frame.get('file_path', '?')} {'has no' if time is None else 'has a'} "
+                f"'time' but {reference[0].name} {'has one' if time is None else 'has none'}; "
+                "give every frame a time (D-NeRF) or none"
+            )
+        frames.append((_image_path(root, frame, json_path), _pose(frame, json_path), angle_x, time))
+    return frames
+
+
+def _cameras(frames: list[Frame], width: int, height: int) -> Cameras:
+    """The frames' cameras: poses, pinhole intrinsics from their `camera_angle_x`, and times when they have them."""
+    Ks = []
+    for _, _, angle_x, _ in frames:
+        focal = 0.5 * width / math.tan(0.5 * angle_x)
+        Ks.append([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+    return Cameras(
+        T_world_cam=torch.from_numpy(np.stack([f[1] for f in frames])).float(),
+        Ks=torch.tensor(Ks, dtype=torch.float64).float(),
+        width=width,
+        height=height,
+        times=None if frames[0][3] is None else torch.tensor([f[3] for f in frames], dtype=torch.float32),
     )

@@ -3,7 +3,9 @@
 Layouts found: `<path>/sparse/0/`, `<path>/sparse/` or `<path>` itself holding `cameras`, `images` and `points3D`
 (`.bin` or `.txt`; newer models also have `rigs` and `frames`, which pycolmap reads too); images in the `images/`
 folder next to `sparse/`. Any pycolmap camera model is accepted: non-pinhole cameras are undistorted into
-`<workdir>/undistorted/` once and read from there afterwards.
+`<workdir>/undistorted/` once and read from there afterwards. A model may hold several cameras, of different
+sizes: every image keeps its own. Images are read as stored, their EXIF orientation not applied, since COLMAP
+computed the cameras on the stored pixels (`splat4d.data.orientation`).
 
 COLMAP stores `cam_from_world` (world → camera) with OpenCV camera axes and pixel centres at +0.5, the same
 conventions as `splat4d.cameras`, so the only conversion is the inverse to `T_world_cam`. Reading a model needs
@@ -24,6 +26,7 @@ from splat4d.data.base import DatasetError, SceneData
 from splat4d.data.checks import MAX_IMAGE_SIDE, QUATERNION_TOLERANCE, check_image, check_pose
 from splat4d.data.colmap_files import HINT, check_model_files, model_file, pose_file
 from splat4d.data.config import DataConfig
+from splat4d.data.orientation import size_mismatch
 from splat4d.data.undistort import DistortedView, PinholeView, is_pinhole, undistort_views
 from splat4d.errors import one_line
 from splat4d.optional import require
@@ -77,22 +80,6 @@ def image_size(path: Path) -> tuple[int, int]:
     return check_image(path)
 
 
-def check_same_size(sizes: dict[Path, tuple[int, int]]) -> tuple[int, int]:
-    """The one image size shared by all files (Cameras holds a single width and height).
-
-    Raises:
-        DatasetError: naming two files of different sizes.
-    """
-    (first, size), *rest = sizes.items()
-    for path, other in rest:
-        if other != size:
-            raise DatasetError(
-                f"{path}: images differ in size: {first} is {size[0]}x{size[1]}, {path} is "
-                f"{other[0]}x{other[1]}; all images of a scene must have one size"
-            )
-    return size
-
-
 def find_mask(masks: Path, name: str) -> Path:
     """The mask of image `name` in folder `masks`: `<name>`, `<name>.png` or `<name with .png suffix>`.
 
@@ -131,10 +118,7 @@ def _check_pinhole_files(views: list[DistortedView]) -> None:
         for path in [view.image_path] + ([view.mask_path] if view.mask_path is not None else []):
             size = image_size(path)
             if size != expected:
-                raise DatasetError(
-                    f"{path}: image is {size[0]}x{size[1]} but its camera is {expected[0]}x{expected[1]}; "
-                    "fix the camera or the image"
-                )
+                raise size_mismatch(path, size, expected)
 
 
 def scene_from_reconstruction(
@@ -146,7 +130,11 @@ def scene_from_reconstruction(
     progress: bool = True,
     model_dir: Path | None = None,
 ) -> SceneData:
-    """SceneData of the registered images of a reconstruction, sorted by name, undistorted to pinhole.
+    """SceneData of the registered images of a reconstruction, sorted by name, undistorted to pinhole. Each image
+    keeps its own camera's intrinsics and size (a model may have several cameras, of different sizes).
+
+    Images are read as stored, without their EXIF orientation: COLMAP computed the cameras on the stored pixels
+    (`splat4d.data.orientation`).
 
     Args:
         reconstruction: cameras, registered image poses and 3D points.
@@ -160,8 +148,7 @@ def scene_from_reconstruction(
     Raises:
         DatasetError: naming the file when a camera is unusable (size, focal length, parameters), a pose is not a
             unit quaternion and finite translation, a point is not finite, an image listed in the model is
-            missing, unreadable or of another size than its camera, a mask is missing, or the images end up at
-            different sizes.
+            missing, unreadable or of another size than its camera, or a mask is missing.
     """
     images = sorted(
         (reconstruction.images[i] for i in reconstruction.reg_image_ids()), key=lambda im: im.name
@@ -188,13 +175,11 @@ def scene_from_reconstruction(
         )
     _check_pinhole_files(views)
     pinhole: list[PinholeView] = undistort_views(views, Path(workdir) / "undistorted", progress=progress)
-    width, height = check_same_size({v.image_path: (v.width, v.height) for v in pinhole})
-
     cameras = Cameras(
         T_world_cam=torch.from_numpy(np.stack(T_world_cam)).float(),
         Ks=torch.from_numpy(np.stack([v.K for v in pinhole])).float(),
-        width=width,
-        height=height,
+        width=[v.width for v in pinhole],
+        height=[v.height for v in pinhole],
     )
     train, test = split_every(len(images), cfg.test_every)
     return SceneData(

@@ -64,6 +64,9 @@ class DataConfig:
     read)."""
     test_every: int = 8
     """Every n-th image is held out for testing, unless the dataset defines its own split."""
+    train_on_val: bool = False
+    """Blender / NeRF-synthetic and D-NeRF: also train on transforms_val.json's frames. By default they are held
+    out, as 3DGS and D-NeRF do (D-NeRF's val split is one fixed camera sweeping time; `export video --path val`)."""
     masks: Path | None = None
     """Optional folder of masks named like the images (white = use the pixel); masked-out pixels carry no loss."""
     sfm: SfmConfig = field(default_factory=SfmConfig)

@@ -8,6 +8,7 @@ edges stay the edges), so scaling the first row of K by W' / W and the second by
 not the sizes divide evenly, provided the resampling filter is centred the same way (both filters used here are).
 """
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,7 @@ from torch import Tensor
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData, VideoFrame
 from splat4d.data.checks import IMAGE_ERRORS
+from splat4d.data.orientation import size_mismatch
 from splat4d.data.video import VideoFrameReader
 from splat4d.errors import UsageError, one_line
 
@@ -37,7 +39,7 @@ class Batch(NamedTuple):
     """One training or evaluation view."""
 
     cameras: Cameras
-    """The view's camera (one), at the dataset's downscaled size."""
+    """The view's camera (one), at its downscaled size."""
     rgb: Float[Tensor, "1 H W 3"]
     """Image in [0, 1], composited onto the scene's background when it had an alpha channel."""
     mask: Float[Tensor, "1 H W 1"] | None
@@ -61,12 +63,34 @@ def remaining_downscale(scene: SceneData, downscale: int) -> int:
     return max(1, downscale // int(scene.metadata.get("prescaled", 1)))
 
 
-def resize_cameras(cameras: Cameras, width: int, height: int) -> Cameras:
-    """The same cameras at a new image size: K's rows scaled by new/old size per axis (exact, see module doc)."""
+def working_downscale(scene: SceneData, downscale: int, max_size: int | None = None) -> int:
+    """The downscale a run trains and evaluates at: `downscale`, raised to the smallest factor at which the
+    longest side of every image is at most `max_size` pixels (`DataConfig.max_size`; None: `downscale` as it is).
+
+    Raises:
+        UsageError: `downscale` or `max_size` is below 1.
+    """
+    if downscale < 1:
+        raise UsageError(f"--data.downscale: must be a positive integer, got {downscale}")
+    if max_size is None:
+        return downscale
+    if max_size < 1:
+        raise UsageError(f"--data.max-size: must be a positive number of pixels, got {max_size}")
+    longest = max(max(w, h) for w, h in scene.cameras.sizes)
+    factor = downscale
+    while max(1, longest // remaining_downscale(scene, factor)) > max_size:
+        factor += 1
+    return factor
+
+
+def resize_cameras(cameras: Cameras, width: int | Sequence[int], height: int | Sequence[int]) -> Cameras:
+    """The same cameras at new image sizes (one for all, or one per camera): each K's rows scaled by its new/old
+    size per axis (exact, see module doc)."""
+    old = cameras.size_tensor(cameras.Ks.dtype)
+    resized = Cameras(cameras.T_world_cam, cameras.Ks, width, height, cameras.times)
     Ks = cameras.Ks.clone()
-    Ks[:, 0] *= width / cameras.width
-    Ks[:, 1] *= height / cameras.height
-    return replace(cameras, Ks=Ks, width=width, height=height)
+    Ks[:, :2] *= (resized.size_tensor(cameras.Ks.dtype) / old)[:, :, None]
+    return replace(resized, Ks=Ks)
 
 
 def _resize(image: Float[Tensor, "C H W"], width: int, height: int) -> Float[Tensor, "C h w"]:
@@ -118,12 +142,15 @@ def _read(path: Path) -> np.ndarray:
     return array
 
 
-def _check_size(array: np.ndarray, path: Path | VideoFrame, width: int, height: int) -> None:
+def _check_size(
+    array: np.ndarray, path: Path | VideoFrame, width: int, height: int, what: str = "image"
+) -> None:
     h, w = array.shape[:2]
     if (w, h) != (width, height):
-        raise DatasetError(
-            f"{path}: image is {w}x{h} but the camera says {width}x{height}; fix the camera or the image"
-        )
+        hint = "fix the camera or the image"
+        if what == "mask":
+            hint = "fix the mask: it must match its photo as training reads it (upright, for photos splat4d poses)"
+        raise size_mismatch(path, (w, h), (width, height), "the camera says", hint)
 
 
 def _quantise(image: Float[Tensor, "C H W"]) -> UInt8[Tensor, "H W C"]:
@@ -133,6 +160,10 @@ def _quantise(image: Float[Tensor, "C H W"]) -> UInt8[Tensor, "H W C"]:
 class ImageDataset:
     """The images of a subset of a scene, downscaled; image files decoded once and kept in memory as uint8,
     video frames (`VideoFrame`) decoded again on every access.
+
+    Each image has its own camera and size (`scene.cameras.widths`, `heights`): a scene may mix portrait and
+    landscape photos, or several cameras. Images are read as stored: readers decide how a file's EXIF orientation
+    is handled (`splat4d.data.orientation`), and every image must match its own camera.
 
     Images with an alpha channel are composited onto `scene.background` (black when None) before
     downscaling; grey images are repeated to RGB. Masks (`scene.mask_paths`) are thresholded at
@@ -144,13 +175,13 @@ class ImageDataset:
     number of frames. Video frames are checked when they are first read, not here.
 
     Args:
-        scene: the scene; every image must have the scene cameras' size.
+        scene: the scene; every image must have its camera's size.
         indices: which of the scene's images to load, e.g. `scene.train_indices`.
-        downscale: load at 1/downscale resolution (floor division of the size; intrinsics scaled exactly).
+        downscale: load at 1/downscale resolution (floor division of each size; intrinsics scaled exactly).
         device: where `__getitem__` puts the batch.
 
     Raises:
-        DatasetError: an image or mask is unreadable or not the cameras' size (for video frames: when read).
+        DatasetError: an image or mask is unreadable or not its camera's size (for video frames: when read).
     """
 
     def __init__(
@@ -164,63 +195,62 @@ class ImageDataset:
         self.downscale = downscale
         self.device = torch.device(device)
         self.indices = list(indices)
-        full_w, full_h = scene.cameras.width, scene.cameras.height
-        width, height = downscaled_size(full_w, full_h, remaining_downscale(scene, downscale))
-        self._cameras = resize_cameras(scene.subset(self.indices), width, height)
+        full = scene.subset(self.indices)
+        factor = remaining_downscale(scene, downscale)
+        sizes = [downscaled_size(w, h, factor) for w, h in full.sizes]
+        self._cameras = resize_cameras(full, [w for w, _ in sizes], [h for _, h in sizes])
         background = scene.background or (0.0, 0.0, 0.0)
         self._background = torch.tensor(background, dtype=torch.float32)[:, None, None]
         self.frames = VideoFrameReader()
         """Decodes the video frames among the images, on demand."""
 
-        # Image files are decoded now, into rows of one uint8 tensor; video frames (row None) when read.
+        # Image files are decoded now, one uint8 tensor each; video frames (None) when read.
         files = [k for k, i in enumerate(self.indices) if not isinstance(scene.image_paths[i], VideoFrame)]
-        self._rows: list[int | None] = [None] * len(self.indices)
-        self._images = torch.empty((len(files), height, width, 3), dtype=torch.uint8)
+        self._images: list[UInt8[Tensor, "h w 3"] | None] = [None] * len(self.indices)
         steps = track(
-            list(enumerate(files)),
+            files,
             description=f"Decoding {len(files)} images",
             disable=len(files) <= PROGRESS_MIN_IMAGES,
             transient=True,
         )
-        for row, k in steps:
+        for k in steps:
             path = scene.image_paths[self.indices[k]]
-            self._images[row] = self._prepare(_read(path), path)
-            self._rows[k] = row
-        self._masks = [self._load_mask(scene, index, full_w, full_h, width, height) for index in self.indices]
+            self._images[k] = self._prepare(_read(path), path, k)
+        self._masks = [self._load_mask(k) for k in range(len(self.indices))]
 
-    def _prepare(self, array: np.ndarray, source: Path | VideoFrame) -> UInt8[Tensor, "h w 3"]:
-        """A decoded image (H x W x 1-4 channels) as downscaled RGB, composited onto the background."""
-        _check_size(array, source, self.scene.cameras.width, self.scene.cameras.height)
+    def _prepare(self, array: np.ndarray, source: Path | VideoFrame, k: int) -> UInt8[Tensor, "h w 3"]:
+        """Decoded image `k` of the subset (H x W x 1-4 channels) as downscaled RGB, composited onto the
+        background."""
+        i = self.indices[k]
+        _check_size(array, source, self.scene.cameras.widths[i], self.scene.cameras.heights[i])
         image = torch.from_numpy(_to_unit_float(array, source)).permute(2, 0, 1)
         has_alpha = image.shape[0] in (2, 4)
         color = (image[:-1] if has_alpha else image).expand(3, -1, -1)
         if has_alpha:  # straight (not premultiplied) alpha, as PNG stores it
             alpha = image[-1:]
             color = color * alpha + self._background * (1.0 - alpha)
-        return _quantise(_resize(color, self.width, self.height))
+        return _quantise(_resize(color, self._cameras.widths[k], self._cameras.heights[k]))
 
     def _image(self, k: int) -> UInt8[Tensor, "h w 3"]:
-        row = self._rows[k]
-        if row is not None:
-            return self._images[row]
+        image = self._images[k]
+        if image is not None:
+            return image
         frame = self.scene.image_paths[self.indices[k]]
         assert isinstance(frame, VideoFrame)
-        return self._prepare(self.frames.read(frame), frame)
+        return self._prepare(self.frames.read(frame), frame, k)
 
-    @staticmethod
-    def _load_mask(
-        scene: SceneData, index: int, full_w: int, full_h: int, width: int, height: int
-    ) -> UInt8[Tensor, "H W 1"] | None:
-        path = None if scene.mask_paths is None else scene.mask_paths[index]
+    def _load_mask(self, k: int) -> UInt8[Tensor, "h w 1"] | None:
+        scene, i = self.scene, self.indices[k]
+        path = None if scene.mask_paths is None else scene.mask_paths[i]
         if path is None:
             return None
         array = _read(path)
-        _check_size(array, path, full_w, full_h)
+        _check_size(array, path, scene.cameras.widths[i], scene.cameras.heights[i], "mask")
         grey = _to_unit_float(array, path)
         # Colour masks count by their mean over RGB; a mask's own alpha channel is ignored.
         grey = grey[..., :3].mean(-1) if grey.shape[-1] >= 3 else grey[..., 0]
         binary = torch.from_numpy((grey > MASK_THRESHOLD).astype(np.float32))[None]
-        return _quantise(_resize(binary, width, height))
+        return _quantise(_resize(binary, self._cameras.widths[k], self._cameras.heights[k]))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -238,15 +268,17 @@ class ImageDataset:
 
     @property
     def cameras(self) -> Cameras:
-        """All the subset's cameras, at the downscaled size, on the device."""
+        """All the subset's cameras, each at its downscaled size, on the device."""
         return self._cameras.to(self.device)
 
     @property
     def width(self) -> int:
+        """The downscaled width shared by every image (`MixedSizesError` when they differ: use `cameras.widths`)."""
         return self._cameras.width
 
     @property
     def height(self) -> int:
+        """The downscaled height shared by every image (see `width`)."""
         return self._cameras.height
 
 

@@ -1,12 +1,16 @@
 """Reader for nerfstudio `transforms.json` scenes, including `ns-process-data` output.
 
-Poses are camera-to-world in OpenGL axes and become OpenCV `T_world_cam`. Intrinsics and distortion (`k1`…`k4`,
-`p1`, `p2`) may be global or per frame; frames with distortion (or `camera_model: OPENCV_FISHEYE`) are undistorted
-to pinhole with pycolmap into a work folder (`splat4d.data.undistort`). `ns-process-data` output also carries
+Poses are camera-to-world in OpenGL axes and become OpenCV `T_world_cam`. Intrinsics, image size (`w`, `h`) and
+distortion (`k1`…`k4`, `p1`, `p2`) may be global or per frame, so frames may differ in size (each keeps its own);
+frames with distortion (or `camera_model: OPENCV_FISHEYE`) are undistorted to pinhole with pycolmap into a work
+folder (`splat4d.data.undistort`). `ns-process-data` output also carries
 per-frame `mask_path` (used as masks, undistorted with their images) and `applied_transform`, the transform it already applied to the COLMAP
 poses and to `ply_file_path`; both are in the file's frame, so it is only recorded in the metadata. Depth maps
 of undistorted frames are dropped: they stay in the distorted geometry. Only undistortion needs pycolmap
-(imported there, `splat4d.optional`): pinhole frames are read without it.
+(imported there, `splat4d.optional`): pinhole frames are read without it. Images are read as stored, their EXIF
+orientation not applied, as nerfstudio reads them: the cameras were computed on the stored pixels
+(`ns-process-data` runs COLMAP on its copies of the photos, which ffmpeg may already have turned upright;
+`splat4d.data.orientation`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from splat4d.data.checks import (
     number,
     unit_time,
 )
+from splat4d.data.orientation import size_mismatch
 from splat4d.data.undistort import DistortedView, undistort_views
 from splat4d.geometry import OPENGL_FROM_OPENCV
 from splat4d.optional import require
@@ -136,8 +141,8 @@ def read_nerfstudio(path: Path, test_every: int = 8, workdir: Path | None = None
 
     Raises:
         DatasetError: naming the file, the frame and the value when the file is missing or malformed, an image is
-            missing or of another size than `w` x `h`, frames end up at different image sizes, or frames have
-            distortion and no `workdir` is given or pycolmap is not installed.
+            missing or of another size than its `w` x `h`, or frames have distortion and no `workdir` is given or
+            pycolmap is not installed.
     """
     path = Path(path)
     if path.is_dir():
@@ -173,12 +178,10 @@ def read_nerfstudio(path: Path, test_every: int = 8, workdir: Path | None = None
     _check_times(times, names, path)
 
     image_paths = [root / n for n in names]
-    for image, (w, h) in zip(image_paths, sizes, strict=True):
+    for image, expected in zip(image_paths, sizes, strict=True):
         size = image_header_size(image, listed_in=path.name)
-        if size != (w, h):
-            raise DatasetError(
-                f"{image}: image is {size[0]}x{size[1]} but {path.name} says {w}x{h}; fix 'w' and 'h' or the image"
-            )
+        if size != expected:
+            raise size_mismatch(image, size, expected, f"{path.name} says", "fix 'w' and 'h' or the image")
     depth_paths = [_optional_path(root, f, "depth_file_path", path) for f in frames]
     has_masks = any("mask_path" in f for f in frames)
     mask_paths = [_optional_path(root, f, "mask_path", path) for f in frames] if has_masks else None
@@ -205,19 +208,12 @@ def read_nerfstudio(path: Path, test_every: int = 8, workdir: Path | None = None
         depth_paths = [
             d if camera is None else None for d, camera in zip(depth_paths, distorted, strict=True)
         ]
-    for i, size in enumerate(sizes):
-        if size != sizes[0]:
-            raise DatasetError(
-                f"{path}: frames differ in image size: {image_paths[0]} is {sizes[0][0]}x{sizes[0][1]}, "
-                f"{image_paths[i]} is {size[0]}x{size[1]}"
-            )
-    (width, height) = sizes[0]
     has_time = times[0] is not None
     cameras = Cameras(
         T_world_cam=torch.from_numpy(np.stack(T_world_cam)),
         Ks=torch.from_numpy(np.stack(Ks)),
-        width=width,
-        height=height,
+        width=[w for w, _ in sizes],
+        height=[h for _, h in sizes],
         times=torch.tensor(times, dtype=torch.float32) if has_time else None,
     )
     train, test = _split(meta, names, test_every, path)

@@ -1,10 +1,17 @@
 """Posing unposed inputs, a folder of photos or a video, with pycolmap structure from motion on the CPU.
 
-Stages: SIFT feature extraction (one camera shared by all images, `cfg.sfm.camera_model`), exhaustive or
-sequential matching (`cfg.sfm.matching`), incremental mapping; the largest reconstruction is kept and read like a
-COLMAP workspace (`splat4d.data.colmap`), which undistorts it to pinhole. Work files live in the work dir:
+Stages: SIFT feature extraction (one camera, `cfg.sfm.camera_model`, shared by all images of one size: a set of
+portrait and landscape photos gets one camera per size), exhaustive or sequential matching (`cfg.sfm.matching`),
+incremental mapping; the largest reconstruction is kept and read like a COLMAP workspace
+(`splat4d.data.colmap`), which undistorts it to pinhole.
+
+Photos are posed upright (`splat4d.data.orientation`): pycolmap reads the stored pixels and ignores the EXIF
+orientation, so when any photo (or mask) is stored turned, SfM, undistortion and training all read upright copies.
+Work files live in the work dir:
 
     <workdir>/frames/        frames kept from a video (JPEG), reused while the video and `cfg.video` are unchanged
+    <workdir>/upright/       upright copies of photos stored turned (links to the others), when there are any;
+                             `upright_masks/` likewise for masks
     <workdir>/sfm/           database.db and model/ (the kept reconstruction), reused while the image names,
                              sizes, modification times and the SfM settings are unchanged (stamp.json)
     <workdir>/undistorted/   undistorted images, when the camera model has distortion
@@ -36,9 +43,11 @@ from rich.progress import (
 )
 
 from splat4d.data.base import DatasetError, SceneData
-from splat4d.data.colmap import PYCOLMAP_ERRORS, check_same_size, image_size, scene_from_reconstruction
+from splat4d.data.checks import image_header_size
+from splat4d.data.colmap import PYCOLMAP_ERRORS, image_size, scene_from_reconstruction
 from splat4d.data.colmap_files import check_model_files
 from splat4d.data.config import DataConfig, SfmConfig, VideoConfig
+from splat4d.data.orientation import upright_copies
 from splat4d.data.undistort import quiet_colmap, replace_dir, stamp_matches
 from splat4d.data.video import VIDEO_HINT, av_reason
 from splat4d.errors import UsageError, one_line
@@ -122,7 +131,6 @@ def _sfm_key(files: list[Path], sfm: SfmConfig) -> dict:
 def _run_sfm_into(folder: Path, images_dir: Path, files: list[Path], sfm: SfmConfig, progress: bool) -> None:
     pycolmap = _pycolmap()
     database = folder / "database.db"
-    names = [f.name for f in files]
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = sfm.camera_model
     extraction = pycolmap.FeatureExtractionOptions()
@@ -138,17 +146,21 @@ def _run_sfm_into(folder: Path, images_dir: Path, files: list[Path], sfm: SfmCon
     mapping.random_seed = 0
 
     with _progress(progress) as bar:
-        task = bar.add_task(f"SfM: extracting features ({len(files)} images)", total=1)
-        pycolmap.extract_features(
-            database,
-            images_dir,
-            image_names=names,
-            camera_mode=pycolmap.CameraMode.SINGLE,
-            reader_options=reader,
-            extraction_options=extraction,
-            device=pycolmap.Device.cpu,
-        )
-        bar.update(task, completed=1)
+        groups = _size_groups(files)
+        task = bar.add_task(f"SfM: extracting features ({len(files)} images)", total=len(groups))
+        # One extraction per image size, each with one shared camera: COLMAP's single-camera mode refuses images of
+        # another size, and its per-image mode would leave SfM a focal length to guess per photo.
+        for group in groups:
+            pycolmap.extract_features(
+                database,
+                images_dir,
+                image_names=group,
+                camera_mode=pycolmap.CameraMode.SINGLE,
+                reader_options=reader,
+                extraction_options=extraction,
+                device=pycolmap.Device.cpu,
+            )
+            bar.advance(task)
         task = bar.add_task(f"SfM: {sfm.matching} matching", total=1)
         if sfm.matching == "sequential":
             pycolmap.match_sequential(database, matching_options=matching, device=pycolmap.Device.cpu)
@@ -173,6 +185,14 @@ def _run_sfm_into(folder: Path, images_dir: Path, files: list[Path], sfm: SfmCon
         (folder / "model").mkdir()
         best.write(folder / "model")
     shutil.rmtree(folder / "models", ignore_errors=True)
+
+
+def _size_groups(files: list[Path]) -> list[list[str]]:
+    """The names of `files` grouped by image size, in order of first appearance."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for f in files:
+        groups.setdefault(image_header_size(f), []).append(f.name)
+    return list(groups.values())
 
 
 def run_sfm(
@@ -245,16 +265,23 @@ def _scene_from_folder(
     if not files:
         raise DatasetError(f"{images_dir}: no .jpg/.jpeg/.png images")
     # Every image is decoded in full before SfM: pycolmap's reader pads a truncated image with grey silently.
-    check_same_size({f: image_size(f) for f in files})
+    for f in files:
+        image_size(f)
     if len(files) < MIN_REGISTERED:
         raise DatasetError(f"{images_dir}: SfM needs at least {MIN_REGISTERED} images, found {len(files)}")
+    files = upright_copies(files, Path(workdir) / "upright", progress)
+    read_dir = files[0].parent  # `images_dir`, or the upright copies of its photos
+    if cfg.masks is not None:
+        masks = upright_copies(_image_files(Path(cfg.masks)), Path(workdir) / "upright_masks", progress)
+        if masks:
+            cfg = dataclasses.replace(cfg, masks=masks[0].parent)
 
     sfm_dir = Path(workdir) / "sfm"
     if cfg.sfm.matching == "auto":  # neighbouring video frames overlap; unordered photos need every pair
         cfg = dataclasses.replace(
             cfg, sfm=dataclasses.replace(cfg.sfm, matching="sequential" if fmt == "video" else "exhaustive")
         )
-    rec = run_sfm(images_dir, files, cfg.sfm, sfm_dir, progress)
+    rec = run_sfm(read_dir, files, cfg.sfm, sfm_dir, progress)
     n_registered = 0 if rec is None else rec.num_reg_images()
     needed = max(MIN_REGISTERED, math.ceil(cfg.sfm.min_registered_fraction * len(files)))
     if rec is None or n_registered < needed:
@@ -274,7 +301,7 @@ def _scene_from_folder(
         )
 
     scene = scene_from_reconstruction(
-        rec, images_dir, cfg, workdir, source=Path(cfg.path), progress=progress, model_dir=sfm_dir / "model"
+        rec, read_dir, cfg, workdir, source=Path(cfg.path), progress=progress, model_dir=sfm_dir / "model"
     )
     scene.metadata.update(
         format=fmt,
@@ -290,7 +317,8 @@ def read_images(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneD
     """Pose the photos at `cfg.path` (directly in it or in `images/`) with SfM and read them.
 
     Images that SfM cannot register are dropped with a warning listing them. The first run writes
-    `workdir/sfm/`; later runs with the same images and `cfg.sfm` reuse it.
+    `workdir/sfm/`; later runs with the same images and `cfg.sfm` reuse it. Photos are read upright: their EXIF
+    orientation is applied (`splat4d.data.orientation`), and they may differ in size (portrait and landscape).
 
     Args:
         cfg: data configuration; `path`, `sfm`, `masks` and `test_every` are used.
@@ -298,9 +326,8 @@ def read_images(cfg: DataConfig, workdir: Path, progress: bool = True) -> SceneD
         progress: show the SfM stages.
 
     Raises:
-        DatasetError: when the folder has no images, an image is unreadable (naming it), the images differ in
-            size (naming two), SfM registers fewer than max(3, `min_registered_fraction` × n) images, or
-            pycolmap is not installed.
+        DatasetError: when the folder has no images, an image is unreadable (naming it), SfM registers fewer than
+            max(3, `min_registered_fraction` × n) images, or pycolmap is not installed.
     """
     path = Path(cfg.path)
     images_dir = _image_folder(path) if path.is_dir() else None

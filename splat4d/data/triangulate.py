@@ -175,7 +175,9 @@ def _cache_key(scene: SceneData, indices: list[int], cfg: TriangulationConfig) -
         for i in indices
     ]
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("mode", "min_points", "num_threads")}
-    return {"views": views, "background": scene.background, "size": [cams.width, cams.height], **settings}
+    # The one size when the views share it (the key uniform scenes have always had), else each view's.
+    size = [cams.width, cams.height] if cams.is_uniform else [list(s) for s in cams.sizes]
+    return {"views": views, "background": scene.background, "size": size, **settings}
 
 
 def _write_images(scene: SceneData, indices: list[int], folder: Path) -> list[str]:
@@ -221,8 +223,8 @@ def _triangulate_into(folder: Path, scene: SceneData, indices: list[int], cfg: T
             K = cameras.Ks[k].double().numpy()
             camera = pycolmap.Camera(
                 model="PINHOLE",
-                width=cameras.width,
-                height=cameras.height,
+                width=cameras.widths[k],
+                height=cameras.heights[k],
                 params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
                 camera_id=image.camera_id,
             )

@@ -1,9 +1,13 @@
-"""Camera paths for videos: an orbit, an ellipse or spiral fitted to the capture, a smooth path through chosen
-training cameras, and nerfstudio's `camera_path.json`.
+"""Camera paths for videos: an orbit, an arc over the part of the scene the cameras saw, an ellipse or spiral fitted
+to the capture, a smooth path through chosen training cameras, and nerfstudio's `camera_path.json`.
 
 Every path is a `Cameras` batch (OpenCV axes, `T_world_cam`) with the training cameras' intrinsics, rescaled to
 the requested image size. "Up" is the training cameras' mean up direction (−y in OpenCV axes), so paths stay level
 with the capture however the world frame is oriented.
+
+`choose_path` picks a path that stays where the cameras looked: a full orbit only when the cameras surround the
+scene, an arc over the azimuths they cover when they saw it from one side, and the fitted ellipse for a
+forward-facing capture. A path that leaves the photographed side shows the unseen back of the scene as smears.
 """
 
 import json
@@ -18,6 +22,7 @@ from torch import Tensor
 
 from splat4d.cameras import Cameras
 from splat4d.data.checks import FLOAT32_MAX, describe_pose_problem
+from splat4d.data.dataset import resize_cameras
 from splat4d.errors import UserError
 from splat4d.geometry import OPENGL_FROM_OPENCV, look_at, quat_to_rotmat, rotmat_to_quat
 from splat4d.initialization import look_at_point
@@ -51,26 +56,50 @@ def slerp(
 
 
 def resized(cameras: Cameras, width: int | None = None, height: int | None = None) -> Cameras:
-    """`cameras` rendering at `width` × `height` (default: their own size), intrinsics scaled per axis."""
-    width, height = width or cameras.width, height or cameras.height
-    Ks = cameras.Ks.clone()
-    Ks[:, 0] *= width / cameras.width
-    Ks[:, 1] *= height / cameras.height
-    return Cameras(cameras.T_world_cam, Ks, width, height, cameras.times)
+    """`cameras` rendering at `width` × `height` (default: each camera's own size), intrinsics scaled per axis."""
+    return resize_cameras(
+        cameras, [width or w for w in cameras.widths], [height or h for h in cameras.heights]
+    )
+
+
+LEVEL_SPREAD = 0.02
+"""Second eigenvalue of the mean x-axis outer product (the unit image-right vectors' spread out of a line) above
+which `scene_up` trusts the axis they are all orthogonal to: about 30° of turn around the scene."""
 
 
 def scene_up(cameras: Cameras) -> Float[Tensor, "3"]:
-    """Unit mean up direction of the cameras (−y of each OpenCV camera, averaged)."""
-    up = -cameras.T_world_cam[:, :3, 1].double().mean(0)
+    """Unit up direction of the capture.
+
+    Photos held upright have a level x axis (image right) whatever their pitch, so when the cameras turn around the
+    scene (their x axes span a plane, `LEVEL_SPREAD`) up is the direction orthogonal to every x axis, in least
+    squares. Otherwise (a forward-facing capture, all x axes alike) it is the cameras' mean up (−y in OpenCV axes)
+    made orthogonal to their mean x axis. Either way it points the way of the mean up. The mean up alone tilts
+    towards the far side of cameras that look down on a scene from one side.
+
+    Raises:
+        CameraPathError: the cameras have no common up direction.
+    """
+    R = cameras.T_world_cam[:, :3, :3].detach().double().cpu()
+    mean_up = -R[:, :, 1].mean(0)
+    if mean_up.norm() < 1e-6:
+        raise CameraPathError("the training cameras have no common up direction")
+    right = R[:, :, 0]
+    eigenvalues, eigenvectors = torch.linalg.eigh(right.T @ right / len(right))  # ascending
+    if float(eigenvalues[1]) > LEVEL_SPREAD:
+        up = eigenvectors[:, 0]
+    else:
+        mean_right = torch.nn.functional.normalize(right.mean(0), dim=0)
+        up = mean_up - (mean_up @ mean_right) * mean_right
     if up.norm() < 1e-6:
         raise CameraPathError("the training cameras have no common up direction")
-    return torch.nn.functional.normalize(up, dim=0).float()
+    up = torch.nn.functional.normalize(up, dim=0)
+    return (up if up @ mean_up >= 0 else -up).float()
 
 
 def _path_cameras(T_world_cam: Tensor, cameras: Cameras, width: int | None, height: int | None) -> Cameras:
     """Cameras at poses `T_world_cam` with the first training camera's intrinsics, at the requested size."""
     n = len(T_world_cam)
-    template = Cameras(T_world_cam, cameras.Ks[:1].expand(n, 3, 3).clone(), cameras.width, cameras.height)
+    template = Cameras(T_world_cam, cameras.Ks[:1].expand(n, 3, 3).clone(), *cameras.sizes[0])
     return resized(template, width, height)
 
 
@@ -115,6 +144,143 @@ def orbit_path(
     return _path_cameras(poses, cameras, width, height)
 
 
+SURROUND_MAX_GAP_DEG = 90.0
+"""The cameras surround the scene when no gap between neighbouring camera azimuths (around the up axis through the
+scene centre) is wider than this: four cameras evenly round an object do, a half circle of them (a 180° gap) does
+not, and an orbit would spend half its frames on the unphotographed side."""
+ARC_MIN_SPAN_DEG = 60.0
+"""An arc over fewer degrees than this barely moves; such a capture gets the ellipse fitted to the cameras."""
+CONVERGING_OFF_AXIS = 0.5
+"""The optical axes meet (a capture of an object, not a forward-facing one) when the scene centre lies in front of
+every camera and, for the median camera, within this fraction of its depth from the optical axis (about 27°)."""
+
+
+class Coverage(NamedTuple):
+    """Where the cameras stand around the scene centre, in the horizontal plane (orthogonal to `scene_up`).
+
+    Azimuths are measured about `up` from `e1` towards `e2` (right-handed). `start` and `span` give the shortest
+    arc of azimuths that holds every camera: it starts at `start` and turns by `span` (0 for one camera, near 2π
+    for cameras all around)."""
+
+    center: Float[Tensor, "3"]
+    up: Float[Tensor, "3"]
+    e1: Float[Tensor, "3"]
+    e2: Float[Tensor, "3"]
+    radius: float
+    """Mean distance of the camera centres from the up axis through `center`."""
+    height: float
+    """Mean height of the camera centres above `center`."""
+    azimuths: Float[Tensor, "C"]
+    """Each camera's azimuth in [0, 2π) (NaN for a camera on the up axis itself, which has none)."""
+    start: float
+    span: float
+    largest_gap: float
+    """The widest azimuth interval without a camera (radians); 2π − span."""
+    converging: bool
+    """Whether the optical axes meet in front of the cameras (`CONVERGING_OFF_AXIS`); False for a forward-facing
+    capture, whose axes are (nearly) parallel."""
+
+    def surrounds(self) -> bool:
+        return self.largest_gap <= math.radians(SURROUND_MAX_GAP_DEG) + 1e-6  # 4 cameras 90° apart do
+
+
+def capture_coverage(cameras: Cameras) -> Coverage:
+    """The azimuth range of the camera centres around the up axis through their look-at point.
+
+    Raises:
+        CameraPathError: the cameras have no common up direction.
+    """
+    center = look_at_point(cameras).double()
+    up = scene_up(cameras).double()
+    T = cameras.T_world_cam.detach().double().cpu()
+    offsets = T[:, :3, 3] - center
+    heights = offsets @ up
+    horizontal = offsets - heights[:, None] * up
+    distance = horizontal.norm(dim=-1)
+    e1, e2 = _basis(up, horizontal[int(distance.argmax())])
+    on_axis = distance <= 1e-6 * max(float(distance.max()), 1e-12)
+    azimuths = torch.remainder(torch.atan2(horizontal @ e2, horizontal @ e1), 2 * math.pi)
+    azimuths[on_axis] = float("nan")
+    ordered = azimuths[~on_axis].sort().values
+    if len(ordered) == 0:
+        start, span = 0.0, 0.0
+    else:
+        gaps = torch.cat([ordered[1:] - ordered[:-1], (ordered[:1] + 2 * math.pi) - ordered[-1:]])
+        k = int(gaps.argmax())  # the arc starts after the widest gap: at the camera that follows it
+        start, span = float(ordered[(k + 1) % len(ordered)]), 2 * math.pi - float(gaps[k])
+    # Depth of the centre along each optical axis, and how far off the axis it lies.
+    forward = torch.nn.functional.normalize(T[:, :3, 2], dim=-1)
+    depth = (-offsets * forward).sum(-1)
+    off_axis = (-offsets - depth[:, None] * forward).norm(dim=-1)
+    # look_at_point falls back to a point just ahead of the cameras when their axes are (nearly) parallel.
+    projectors = torch.eye(3, dtype=torch.float64) - forward[:, :, None] * forward[:, None, :]
+    parallel = float(torch.linalg.cond(projectors.sum(0))) > 1e6
+    converging = bool(
+        not parallel
+        and torch.isfinite(center).all()
+        and (depth > 0).all()
+        and float((off_axis / depth.clamp_min(1e-12)).median()) <= CONVERGING_OFF_AXIS
+    )
+    return Coverage(
+        center.float(), up.float(), e1.float(), e2.float(), float(distance.mean()), float(heights.mean()),
+        azimuths.float(), start, span, 2 * math.pi - span, converging,
+    )  # fmt: skip
+
+
+def arc_path(
+    cameras: Cameras,
+    frames: int,
+    width: int | None = None,
+    height: int | None = None,
+) -> Cameras:
+    """Back and forth over the arc of azimuths the cameras cover (`capture_coverage`), at their mean distance from
+    the scene centre's up axis and their mean height, level, looking at the centre.
+
+    The path starts in the middle of the arc, swings to one end, to the other and back (the azimuth follows a sine
+    over the video, so it slows down at the ends and loops without a jump); it never leaves the azimuths between
+    the two outermost cameras, so it shows only sides of the scene that were photographed.
+    """
+    coverage = capture_coverage(cameras)
+    if coverage.radius < 1e-6:
+        raise CameraPathError("the training cameras lie on one vertical line; no arc radius")
+    s = torch.arange(frames, dtype=torch.float64) / frames
+    half = coverage.span / 2
+    angles = coverage.start + half + half * torch.sin(2 * math.pi * s)
+    e1, e2, up = coverage.e1.double(), coverage.e2.double(), coverage.up.double()
+    eyes = (
+        coverage.center.double()
+        + coverage.height * up
+        + coverage.radius * (torch.cos(angles)[:, None] * e1 + torch.sin(angles)[:, None] * e2)
+    ).float()
+    poses = torch.stack([look_at(eye, coverage.center, coverage.up) for eye in eyes])
+    return _path_cameras(poses, cameras, width, height)
+
+
+def choose_path(cameras: Cameras) -> tuple[str, str]:
+    """The path kind a video of a capture should follow by default, and why (one clause, for the user).
+
+    "orbit" when the cameras surround the scene (`SURROUND_MAX_GAP_DEG`); "arc" when they saw it from one side
+    (`arc_path` stays within their azimuths); "spiral" (the ellipse fitted to the cameras) when they face one way
+    (forward-facing) or cover less than `ARC_MIN_SPAN_DEG` around the scene.
+    """
+    if len(cameras) < 3:
+        n = len(cameras)
+        return (
+            "arc",
+            f"there {'is' if n == 1 else 'are'} only {n} training camera{'s' * (n != 1)}, too few to fit",
+        )
+    coverage = capture_coverage(cameras)
+    span = math.degrees(coverage.span)
+    if not coverage.converging:
+        return "spiral", "the training cameras face one way (a forward-facing capture)"
+    if coverage.surrounds():
+        gap = math.degrees(coverage.largest_gap)
+        return "orbit", f"the training cameras surround the scene (widest gap between them {gap:.0f}°)"
+    if span < ARC_MIN_SPAN_DEG:
+        return "spiral", f"the training cameras cover only {span:.0f}° around the scene centre"
+    return "arc", f"the training cameras cover {span:.0f}° around the scene centre, not all round"
+
+
 def spiral_path(
     cameras: Cameras,
     frames: int,
@@ -127,7 +293,9 @@ def spiral_path(
     at the scene centre.
 
     The ellipse lies in the centres' best-fit plane, with semi-axes √2 × their standard deviation along its two
-    principal directions (the radii of a circle or ellipse the centres were sampled evenly from). With
+    principal directions (the radii of a circle or ellipse the centres were sampled evenly from); for a
+    forward-facing capture (the cameras look across that plane, not along it) no farther out than the outermost
+    camera along either direction. With
     `spiral_height` (None: the centres' standard deviation off the plane), the camera also moves sin(2π s · turns)
     × spiral_height along the plane's normal while going round `turns` times.
     """
@@ -138,6 +306,13 @@ def spiral_path(
     _, S, Vh = torch.linalg.svd(centres - mean, full_matrices=False)
     std = S / math.sqrt(len(centres))
     e1, e2, normal = Vh[0], Vh[1], Vh[2]
+    semi = math.sqrt(2) * std[:2]
+    forward = torch.nn.functional.normalize(cameras.T_world_cam[:, :3, 2].double(), dim=-1)
+    if float((forward @ normal).abs().mean()) > math.cos(math.radians(45)):
+        # Forward-facing (the cameras look across the plane of their centres): a grid of a few cameras per row
+        # has √2 σ beyond its outermost camera (3 per row: 1.15 × its half-width), where nothing was photographed.
+        extent = ((centres - mean) @ torch.stack([e1, e2]).T).abs().max(0).values
+        semi = torch.minimum(semi, extent)
     up = scene_up(cameras).double()
     if normal @ up < 0:
         normal, e2 = -normal, -e2  # keep (e1, e2, normal) right-handed with the normal pointing up
@@ -146,8 +321,8 @@ def spiral_path(
     angles = 2 * math.pi * turns * s
     eyes = (
         mean
-        + math.sqrt(2) * std[0] * torch.cos(angles)[:, None] * e1
-        + math.sqrt(2) * std[1] * torch.sin(angles)[:, None] * e2
+        + semi[0] * torch.cos(angles)[:, None] * e1
+        + semi[1] * torch.sin(angles)[:, None] * e2
         + amplitude * torch.sin(2 * math.pi * s)[:, None] * normal
     ).float()
     center = look_at_point(cameras)
@@ -187,6 +362,7 @@ def interpolate_path(
     if not all(-len(cameras) <= k < len(cameras) for k in keyframes):
         raise CameraPathError(f"keyframes {keyframes} out of range for {len(cameras)} cameras")
     keys = cameras[torch.tensor(keyframes)]
+    keys = resized(keys, keys.widths[0], keys.heights[0])  # one size for the whole path (the first key's)
     K = len(keys)
     u = torch.linspace(0, K - 1, frames, dtype=torch.float64)
     positions = _catmull_rom(keys.centers.double(), u)
@@ -209,7 +385,7 @@ def interpolate_path(
     T[last] = keys.T_world_cam[-1].double()
     times = None if keys.times is None else lerp(keys.times).float()
     path = Cameras(
-        T.to(cameras.T_world_cam.dtype), lerp(keys.Ks).float(), cameras.width, cameras.height, times
+        T.to(cameras.T_world_cam.dtype), lerp(keys.Ks).float(), keys.widths[0], keys.heights[0], times
     )
     return resized(path, width, height)
 

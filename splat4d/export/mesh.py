@@ -128,7 +128,8 @@ def default_bounds(means: torch.Tensor, opacities: torch.Tensor, cameras: Camera
 
 def orbit_cameras(cameras: Cameras, n: int, centre: torch.Tensor | None = None) -> Cameras:
     """n cameras looking at `centre` (default: the look-at point), spread in azimuth by the golden angle, at the
-    given cameras' median distance and within their elevation range; intrinsics of the first camera."""
+    given cameras' median distance and within their elevation range; intrinsics and image size of the first
+    camera."""
     T = cameras.T_world_cam.detach().cpu().double()
     centre = (look_at_point(cameras.to("cpu")) if centre is None else centre.cpu()).double()
     up = torch.nn.functional.normalize(-T[:, :3, 1].mean(0), dim=0)  # OpenCV y points down
@@ -153,19 +154,16 @@ def orbit_cameras(cameras: Cameras, n: int, centre: torch.Tensor | None = None) 
         poses.append(pose)
     dtype, device = cameras.T_world_cam.dtype, cameras.device
     T_world_cam = torch.stack(poses).to(device, dtype) if poses else cameras.T_world_cam[:0]
-    Ks = cameras.Ks[:1].expand(n, 3, 3).clone()
-    return Cameras(T_world_cam, Ks, cameras.width, cameras.height)
-
-
-def _concat(a: Cameras, b: Cameras) -> Cameras:
-    return Cameras(torch.cat([a.T_world_cam, b.T_world_cam]), torch.cat([a.Ks, b.Ks]), a.width, a.height)
+    first = cameras[0]
+    return Cameras(T_world_cam, first.Ks.expand(n, 3, 3).clone(), first.width, first.height)
 
 
 @torch.no_grad()
 def render_depths(
     pipeline: "Pipeline", cameras: Cameras, depth: str = "median", min_alpha: float = 0.5
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depth [C, H, W] (0 where alpha < min_alpha or nothing was hit) and colour [C, H, W, 3], one view at a time.
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each view's depth [H, W] (0 where alpha < min_alpha or nothing was hit) and colour [H, W, 3], rendered one
+    view at a time at its camera's size (the views may differ in size).
 
     `depth` is "median", "expected" or "planar" (`RenderOutput.planar_depth`; 3D scenes only)."""
     from splat4d.render import render
@@ -183,7 +181,7 @@ def render_depths(
             d = (out.median_depth if depth == "median" else out.depth)[0, ..., 0]
         depths.append(torch.where(out.alpha[0, ..., 0] >= min_alpha, d, torch.zeros_like(d)))
         rgbs.append(out.rgb[0].clamp(0, 1))
-    return torch.stack(depths), torch.stack(rgbs)
+    return depths, rgbs
 
 
 def auto_depth(gaussians: torch.nn.Module) -> str:
@@ -212,13 +210,13 @@ def extract_mesh(pipeline: "Pipeline", cameras: Cameras, cfg: MeshExport) -> tri
     voxel = cfg.voxel_size or float((bounds[3:] - bounds[:3]).max()) / GRID_CELLS
     truncation = cfg.truncation or TRUNCATION_VOXELS * voxel
     if cfg.extra_views > 0:
-        cameras = _concat(cameras, orbit_cameras(cameras, cfg.extra_views))
+        cameras = Cameras.cat([replace(cameras, times=None), orbit_cameras(cameras, cfg.extra_views)])
     depth = cfg.depth if cfg.depth != "auto" else auto_depth(gaussians)
     depths, rgbs = render_depths(pipeline, cameras, depth, cfg.min_alpha)
     if cfg.backend == "open3d":
         mesh = fuse_open3d(depths, cameras, bounds, voxel, truncation, rgbs)
     else:
-        volume = TSDFVolume(bounds, voxel, truncation, device=depths.device)
+        volume = TSDFVolume(bounds, voxel, truncation, device=depths[0].device)
         volume.integrate_cameras(depths, cameras, rgbs)
         mesh = volume.extract_mesh()
     return keep_largest_components(mesh, cfg.keep_components, cfg.min_component_faces)

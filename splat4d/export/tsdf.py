@@ -142,12 +142,13 @@ class TSDFVolume:
 
     def integrate_cameras(
         self,
-        depths: Float[Tensor, "C H W"],
+        depths: Float[Tensor, "C H W"] | Sequence[Float[Tensor, "_ _"]],
         cameras: Cameras,
-        rgbs: Float[Tensor, "C H W 3"] | None = None,
+        rgbs: Float[Tensor, "C H W 3"] | Sequence[Float[Tensor, "_ _ 3"]] | None = None,
         chunk_voxels: int = DEFAULT_CHUNK_VOXELS,
     ) -> None:
-        """`integrate` every view of `cameras` (depths and colours at the cameras' resolution)."""
+        """`integrate` every view of `cameras` (each view's depth and colour at its camera's size: one stacked
+        tensor when the views share a size, else a list)."""
         for c in range(len(cameras)):
             rgb = None if rgbs is None else rgbs[c]
             self.integrate(depths[c], cameras.T_world_cam[c], cameras.Ks[c], rgb, chunk_voxels)
@@ -221,12 +222,12 @@ def keep_largest_components(mesh: trimesh.Trimesh, keep: int, min_faces: int = 0
 
 
 def fuse_open3d(
-    depths: Float[Tensor, "C H W"],
+    depths: Float[Tensor, "C H W"] | Sequence[Float[Tensor, "_ _"]],
     cameras: Cameras,
     bounds: Sequence[float | int] | Tensor | np.ndarray,
     voxel_size: float,
     truncation: float,
-    rgbs: Float[Tensor, "C H W 3"] | None = None,
+    rgbs: Float[Tensor, "C H W 3"] | Sequence[Float[Tensor, "_ _ 3"]] | None = None,
 ) -> trimesh.Trimesh:
     """The same fusion with open3d's `UniformTSDFVolume` (a cube: the box's longest side sets its size).
 
@@ -261,7 +262,7 @@ def fuse_open3d(
         K = Ks[c]
         # open3d puts pixel centres at integers, we at +0.5.
         intrinsic = o3d.camera.PinholeCameraIntrinsic(
-            cameras.width, cameras.height, K[0, 0], K[1, 1], K[0, 2] - 0.5, K[1, 2] - 0.5
+            cameras.widths[c], cameras.heights[c], K[0, 0], K[1, 1], K[0, 2] - 0.5, K[1, 2] - 0.5
         )
         volume.integrate(rgbd, intrinsic, T_cam_world[c])
     o3d_mesh = volume.extract_triangle_mesh()

@@ -22,6 +22,8 @@ from splat4d.cameras import Cameras
 from splat4d.errors import UsageError
 from splat4d.evaluate import colorize_depth
 from splat4d.export.camera_path import (
+    arc_path,
+    choose_path,
     interpolate_path,
     load_nerfstudio_camera_path,
     orbit_path,
@@ -35,7 +37,7 @@ from splat4d.pipeline import PipelineSpec
 from splat4d.render import RenderOutput
 
 RenderMode = Literal["rgb", "depth", "side-by-side"]
-PathKind = Literal["orbit", "spiral", "interpolate", "camera-path"]
+PathKind = Literal["auto", "orbit", "arc", "spiral", "interpolate", "camera-path", "val"]
 _FRAME_NAME = re.compile(r"^frame_\d{5}\.png$")
 """The names `write_pngs` gives frames."""
 FRAMES_MARKER = ".splat4d-frames"
@@ -193,16 +195,24 @@ def _tee(frames: Iterable[np.ndarray], keep: list[np.ndarray]) -> Iterator[np.nd
 
 @dataclass
 class VideoExport:
-    """Render a video of a scene along a camera path: an orbit, an ellipse/spiral fitted to the capture, a smooth
-    path through chosen training cameras, or a nerfstudio camera_path.json. 4D scenes can sweep time from 0 to 1."""
+    """Render a video of a scene along a camera path: by default one that stays where the training cameras looked
+    (an orbit when they surround the scene, an arc over the side they saw, an ellipse fitted to a forward-facing
+    capture), or a chosen one: orbit, arc, spiral, a smooth path through chosen training cameras, the dataset's
+    validation cameras, or a nerfstudio camera_path.json. 4D scenes can sweep time from 0 to 1."""
 
     scene: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE")]
     """Scene folder written by `splat4d reconstruct`."""
     out: Path | None = None
-    """Output MP4 (default: SCENE/exports/<path>.mp4); PNG frames go to the same name without suffix + _frames/."""
-    path: PathKind = "orbit"
-    """orbit: one turn around the scene centre; spiral: an ellipse fitted to the camera centres, rising and
-    falling; interpolate: through the --keyframes training cameras; camera-path: --camera-path-json."""
+    """Output MP4 (default: SCENE/exports/<path>.mp4, named after the path taken); PNG frames go to the same name
+    without suffix + _frames/."""
+    path: PathKind = "auto"
+    """auto (default): a path that stays where the training cameras looked (orbit when they surround the scene, arc
+    when they saw one side of it, spiral for a forward-facing capture; the choice and why are printed); orbit: one
+    full turn around the scene centre (shows the unphotographed back of a one-sided capture as smears); arc: back
+    and forth over the azimuths the cameras cover; spiral: an ellipse fitted to the camera centres, rising and
+    falling; interpolate: through the --keyframes training cameras; camera-path: --camera-path-json; val: through
+    the dataset's validation cameras (Blender/D-NeRF transforms_val.json) at their times, e.g. D-NeRF's fixed
+    camera sweeping time."""
     camera_path_json: Path | None = None
     """nerfstudio camera_path.json (for --path camera-path); its size, fps and times are used unless overridden."""
     keyframes: list[int] = field(default_factory=list)
@@ -233,8 +243,9 @@ class VideoExport:
     overwrite: bool = False
     """Replace existing outputs."""
 
-    def output_paths(self) -> tuple[Path, Path]:
-        mp4 = self.out if self.out is not None else self.scene / "exports" / f"{self.path}.mp4"
+    def output_paths(self, kind: str | None = None) -> tuple[Path, Path]:
+        """The MP4 and the PNG frames folder; by default named after the path `kind` (default: --path)."""
+        mp4 = self.out if self.out is not None else self.scene / "exports" / f"{kind or self.path}.mp4"
         return mp4, mp4.with_name(mp4.stem + "_frames")
 
     def main(self, pipelines: Mapping[str, PipelineSpec]) -> list[Path]:
@@ -242,20 +253,24 @@ class VideoExport:
         caller because this core module may not import the pipelines layer. Returns the paths written."""
         from splat4d.reconstruct import load_trained, resolve_device
 
-        mp4_path, png_dir = self.output_paths()
         self.check_flags()
         if not self.mp4 and not self.pngs:
             raise UsageError("--no-mp4: nothing to write; drop --no-mp4 or pass --pngs")
         if self.mp4:
-            check_output_file(mp4_path, self.overwrite)
             require("imageio_ffmpeg", MP4_PURPOSE)  # before rendering every frame
-        if self.pngs:
-            check_frames_folder(png_dir, self.overwrite)
-        targets = ([mp4_path] if self.mp4 else []) + ([png_dir] if self.pngs else [])
+        if self.out is not None or self.path != "auto":
+            self.check_outputs(self.path)  # before loading, when the names do not depend on the scene
         trained = load_trained(self.scene, dict(pipelines), resolve_device(self.device))
         scene = trained.scene
         train = scene.cameras[torch.tensor(scene.train_indices or list(range(len(scene.cameras))))]
-        cameras, times, fps = self.build_path(train)
+        kind = self.path
+        if kind == "auto":
+            kind, why = choose_path(train)
+            print(f"path: {kind}, as {why} (--path chooses another)")
+            self.check_outputs(kind)
+        mp4_path, png_dir = self.output_paths(kind)
+        targets = ([mp4_path] if self.mp4 else []) + ([png_dir] if self.pngs else [])
+        cameras, times, fps = self.build_path(train, kind, scene.metadata.get("val_cameras"))
         if isinstance(trained.pipeline.gaussians, Gaussians4D) and cameras.times is None:
             times = [
                 0.5 if t is None else t for t in times
@@ -274,6 +289,14 @@ class VideoExport:
             write_pngs(frames, png_dir)
         return targets
 
+    def check_outputs(self, kind: str) -> None:
+        """Refuse outputs of path `kind` that exist without --overwrite, or that are not ours to replace."""
+        mp4_path, png_dir = self.output_paths(kind)
+        if self.mp4:
+            check_output_file(mp4_path, self.overwrite)
+        if self.pngs:
+            check_frames_folder(png_dir, self.overwrite)
+
     def check_flags(self) -> None:
         """Refuse flag values no video can be made with, naming the flag.
 
@@ -289,19 +312,34 @@ class VideoExport:
         if self.fixed_camera is not None and not self.time_sweep:
             raise UsageError("--fixed-camera: applies with --time-sweep only")
 
-    def build_path(self, train: Cameras) -> tuple[Cameras, list[float | None], float]:
-        """The path's cameras (at an even size), the time of each frame (None: static) and the frame rate."""
-        width = even(self.width or train.width)
-        height = even(self.height or train.height)
+    def build_path(
+        self, train: Cameras, kind: str | None = None, val: Cameras | None = None
+    ) -> tuple[Cameras, list[float | None], float]:
+        """The path's cameras (at an even size), the time of each frame (None: static) and the frame rate.
+
+        Args:
+            train: the training cameras, which the orbit, arc, spiral and interpolated paths are fitted to.
+            kind: the path to take (default: --path; "auto" is resolved with `choose_path`).
+            val: the dataset's validation cameras, for --path val.
+        """
+        kind = kind or self.path
+        if kind == "auto":
+            kind = choose_path(train)[0]
+        width = even(self.width or train[0].width)
+        height = even(self.height or train[0].height)
         fps = float(self.fps or 30)
         file_times = None
-        if self.path == "orbit":
+        if kind == "orbit":
             cameras = orbit_path(train, self.frames, width, height)
-        elif self.path == "spiral":
+        elif kind == "arc":
+            cameras = arc_path(train, self.frames, width, height)
+        elif kind == "spiral":
             cameras = spiral_path(train, self.frames, width, height)
-        elif self.path == "interpolate":
+        elif kind == "interpolate":
             keys = self.keyframes or list(range(len(train)))
             cameras = interpolate_path(train, keys, self.frames, width, height)
+        elif kind == "val":
+            cameras = self._val_path(val, width, height)
         else:
             if self.camera_path_json is None:
                 raise UsageError("--path camera-path: needs --camera-path-json FILE")
@@ -323,3 +361,15 @@ class VideoExport:
         else:
             times = [None] * n
         return cameras, times, fps
+
+    def _val_path(self, val: Cameras | None, width: int, height: int) -> Cameras:
+        """--frames cameras through the validation cameras in file order (poses, intrinsics and times
+        interpolated), or the one validation camera repeated."""
+        if val is None or len(val) == 0:
+            raise UsageError(
+                "--path val: the scene's dataset has no validation cameras (a Blender or D-NeRF "
+                "transforms_val.json); choose another --path"
+            )
+        if len(val) == 1 or self.frames == 1:
+            return resized(val[torch.zeros(self.frames, dtype=torch.long)], width, height)
+        return interpolate_path(val, list(range(len(val))), self.frames, width, height)

@@ -112,7 +112,7 @@ def test_hull_init_can_be_turned_off_and_disagreeing_alpha_is_a_clear_error(
 def test_alpha_term_matches_rendered_opacity_to_the_photo_alpha(ball: Path, tmp_path: Path) -> None:
     scene = load_sparse_scene(_cfg(ball), tmp_path)
     term = AlphaTerm(SilhouetteConfig(weight=2.0))
-    term.bind_views(scene, scene.train_indices, SIZE // 2, SIZE // 2)
+    term.bind_views(scene, scene.train_indices, [(SIZE // 2, SIZE // 2)] * len(scene.train_indices))
     assert term.active
     index = scene.train_indices[0]
     target = term._sized[index]
@@ -139,6 +139,6 @@ def test_photos_without_alpha_leave_the_pipeline_as_it_was(tmp_path: Path) -> No
     scene = load_sparse_scene(cfg, tmp_path / "work")
     assert "hull_points" not in scene.metadata
     term = AlphaTerm(cfg.silhouette)
-    term.bind_views(scene, scene.train_indices, 48, 36)
+    term.bind_views(scene, scene.train_indices, [(48, 36)] * len(scene.train_indices))
     assert not term.active
     assert float(term.loss(torch.ones(1, 36, 48, 1), scene.train_indices[0], {})) == 0.0

@@ -66,30 +66,51 @@ def test_blender_cameras_equal_the_nerfstudio_cameras_of_the_same_frames(sample:
     scene = read_blender(DataConfig(path=blender), blender)
     reference = read_nerfstudio(sample)
     names = [p.stem for p in reference.image_paths]
-    order = torch.tensor([names.index(p.stem) for p in scene.image_paths])
-    assert (scene.cameras.width, scene.cameras.height) == (64, 48)
-    torch.testing.assert_close(scene.cameras.T_world_cam, reference.cameras.T_world_cam[order])
-    torch.testing.assert_close(scene.cameras.Ks, reference.cameras.Ks[order])
+    for cameras, paths in ((scene.cameras, scene.image_paths),
+                           (scene.metadata["val_cameras"], scene.metadata["val_image_paths"])):  # fmt: skip
+        order = torch.tensor([names.index(p.stem) for p in paths])
+        assert (cameras.width, cameras.height) == (64, 48)
+        torch.testing.assert_close(cameras.T_world_cam, reference.cameras.T_world_cam[order])
+        torch.testing.assert_close(cameras.Ks, reference.cameras.Ks[order])
 
 
-def test_train_and_val_frames_train_and_test_frames_test(blender: Path) -> None:
+def test_train_frames_train_test_frames_test_and_val_frames_are_held_out(blender: Path) -> None:
     scene = read_blender(DataConfig(path=blender), blender)
-    assert [p.stem for p in scene.image_paths] == STEMS[1:] + STEMS[:1]
-    assert scene.train_indices == [0, 1, 2, 3, 4] and scene.test_indices == [5]
+    assert [p.stem for p in scene.image_paths] == STEMS[1:4] + STEMS[:1]
+    assert scene.train_indices == [0, 1, 2] and scene.test_indices == [3]
     assert scene.image_paths[0] == blender / "train" / "frame_00001.png"
     assert scene.metadata["split_counts"] == {"train": 3, "val": 2, "test": 1}
+    assert [p.stem for p in scene.metadata["val_image_paths"]] == STEMS[4:]
+    assert len(scene.metadata["val_cameras"]) == 2
+
+
+def test_train_on_val_adds_the_val_frames_to_training(blender: Path) -> None:
+    scene = read_blender(DataConfig(path=blender, train_on_val=True), blender)
+    assert [p.stem for p in scene.image_paths] == STEMS[1:] + STEMS[:1]
+    assert scene.train_indices == [0, 1, 2, 3, 4] and scene.test_indices == [5]
+    assert [p.stem for p in scene.metadata["val_image_paths"]] == STEMS[4:]  # still the val camera(s)
+
+
+def test_without_a_val_file_there_are_no_val_cameras(blender: Path, tmp_path: Path) -> None:
+    root = _copy(blender, tmp_path)
+    (root / "transforms_val.json").unlink()
+    scene = read_blender(DataConfig(path=root), root)
+    assert "val_cameras" not in scene.metadata and "val_image_paths" not in scene.metadata
+    assert scene.metadata["split_counts"] == {"train": 3, "test": 1}
 
 
 def test_blender_scene_is_white_without_points_or_depth(blender: Path) -> None:
     scene = read_blender(DataConfig(path=blender), blender)
     assert scene.background == (1.0, 1.0, 1.0)
-    assert scene.points is None and scene.depth_paths == [None] * 6
+    assert scene.points is None and scene.depth_paths == [None] * 4
 
 
 def test_without_a_test_file_every_test_every_th_frame_is_held_out(blender: Path, tmp_path: Path) -> None:
     root = _copy(blender, tmp_path)
     (root / "transforms_test.json").unlink()
     scene = read_blender(DataConfig(path=root, test_every=2), root)
+    assert scene.test_indices == [0, 2] and scene.train_indices == [1]
+    scene = read_blender(DataConfig(path=root, test_every=2, train_on_val=True), root)
     assert scene.test_indices == [0, 2, 4] and scene.train_indices == [1, 3]
 
 
@@ -160,4 +181,4 @@ def test_without_a_test_file_test_every_zero_trains_on_everything(blender: Path,
     root = _copy(blender, tmp_path)
     (root / "transforms_test.json").unlink()
     scene = read_blender(DataConfig(path=root, test_every=0), root)
-    assert scene.train_indices == [0, 1, 2, 3, 4] and scene.test_indices == []
+    assert scene.train_indices == [0, 1, 2] and scene.test_indices == []

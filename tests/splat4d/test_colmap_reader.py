@@ -240,7 +240,7 @@ def test_image_of_another_size_than_its_camera_is_named(pinhole_ws: Path, tmp_pa
         read_colmap(DataConfig(path=ws), tmp_path / "work")
 
 
-def test_images_of_different_sizes_name_two_files(pinhole_ws: Path, tmp_path: Path) -> None:
+def test_images_of_different_sizes_keep_their_own_cameras(pinhole_ws: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     shutil.copytree(pinhole_ws, ws)
     rec = pycolmap.Reconstruction(ws / "sparse" / "0")
@@ -252,8 +252,10 @@ def test_images_of_different_sizes_name_two_files(pinhole_ws: Path, tmp_path: Pa
     )
     rec.write(ws / "sparse" / "0")
     iio.imwrite(ws / "images" / "small.png", np.zeros((48, 64, 3), np.uint8))
-    with pytest.raises(DatasetError, match=r"frame_00000\.png is 128x96, .*small\.png is 64x48"):
-        read_colmap(DataConfig(path=ws), tmp_path / "work")
+    scene = read_colmap(DataConfig(path=ws), tmp_path / "work")
+    small_index = [p.name for p in scene.image_paths].index("small.png")
+    assert scene.cameras.sizes[small_index] == (64, 48) and scene.cameras.sizes[0] == (128, 96)
+    assert scene.cameras.Ks[small_index, 0, 2] == 32
 
 
 def test_corrupt_model_and_missing_model_are_named(pinhole_ws: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """D-NeRF-style scenes (the Blender layout with a `time` per frame): times read into `Cameras.times`, mixed
-timed and untimed frames refused, and `reconstruct --pipeline dynamic` end to end."""
+timed and untimed frames refused, the val split (one fixed camera sweeping time) held out of training, and
+`reconstruct --pipeline dynamic` end to end, with a video of the val camera's time sweep."""
 
 import json
 import math
@@ -20,7 +21,9 @@ from splat4d.data.synthetic import SampleConfig, write_sample_scene
 from tests.pipelines.helpers import train_dynamic
 
 N_VIEWS = 8
-SPLITS = {"train": [1, 2, 3, 5, 6, 7], "test": [0, 4]}
+SPLITS = {"train": [1, 2, 3, 5, 6, 7], "test": [0, 4], "val": [0, 3, 7]}
+VAL_CAMERA = 2
+"""D-NeRF's val split is one fixed camera sweeping time: the val frames all take this view's pose."""
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dnerf(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The monocular sample as a D-NeRF folder: RGBA PNGs and transforms_{train,test}.json with times."""
+    """The monocular sample as a D-NeRF folder: RGBA PNGs and transforms_{train,val,test}.json with times."""
     out = tmp_path_factory.mktemp("dnerf") / "scene"
     meta = json.loads((sample / "transforms.json").read_text())
     angle_x = 2 * math.atan(0.5 * meta["w"] / meta["fl_x"])
@@ -50,7 +53,9 @@ def dnerf(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                 {
                     "file_path": f"./{split}/r_{i:03d}",
                     "time": frame["time"],
-                    "transform_matrix": frame["transform_matrix"],
+                    "transform_matrix": meta["frames"][VAL_CAMERA if split == "val" else i][
+                        "transform_matrix"
+                    ],
                 }
             )
         (out / f"transforms_{split}.json").write_text(
@@ -78,6 +83,29 @@ def test_times_are_read_into_the_cameras(sample: Path, dnerf: Path, tmp_path: Pa
     torch.testing.assert_close(scene.cameras.T_world_cam, reference.cameras.T_world_cam[order])
     assert scene.cameras.times[0].item() == pytest.approx(1 / (N_VIEWS - 1))
     assert len(scene.test_indices) == len(SPLITS["test"])
+
+
+def test_the_val_split_is_held_out_with_its_fixed_camera_and_times(
+    sample: Path, dnerf: Path, tmp_path: Path
+) -> None:
+    scene = load_scene(DataConfig(path=dnerf), tmp_path)
+    reference = read_nerfstudio(sample)
+    assert len(scene.cameras) == len(SPLITS["train"]) + len(SPLITS["test"])  # no val frame trains or tests
+    val = scene.metadata["val_cameras"]
+    assert val.times is not None
+    torch.testing.assert_close(val.times, reference.cameras.times[SPLITS["val"]])
+    torch.testing.assert_close(val.T_world_cam, reference.cameras.T_world_cam[VAL_CAMERA].expand(3, 4, 4))
+    merged = load_scene(DataConfig(path=dnerf, train_on_val=True), tmp_path)
+    assert len(merged.train_indices) == len(SPLITS["train"]) + len(SPLITS["val"])
+
+
+def test_dnerf_lego_trains_on_train_only(shared_data: Path) -> None:
+    root = shared_data / "dnerf_lego_partial"
+    scene = read_blender(DataConfig(path=root), root)
+    assert (len(scene.train_indices), len(scene.test_indices)) == (34, 18)
+    val = scene.metadata["val_cameras"]
+    assert len(val) == 11 and len(val.centers.unique(dim=0)) == 1  # one fixed camera ...
+    assert val.times is not None and val.times[0] == 0 and (val.times.diff() > 0).all()  # ... sweeping time
 
 
 def test_a_frame_without_time_among_timed_frames_is_an_error_naming_its_file(
@@ -117,9 +145,10 @@ def test_frames_without_any_time_stay_static(dnerf: Path, tmp_path: Path) -> Non
             frame.pop("time")
 
     scene = _edit(dnerf, tmp_path, "train", untime)
-    meta = json.loads((scene / "transforms_test.json").read_text())
-    untime(meta["frames"])
-    (scene / "transforms_test.json").write_text(json.dumps(meta))
+    for split in ("test", "val"):
+        meta = json.loads((scene / f"transforms_{split}.json").read_text())
+        untime(meta["frames"])
+        (scene / f"transforms_{split}.json").write_text(json.dumps(meta))
     assert read_blender(DataConfig(path=scene), scene).cameras.times is None
 
 
@@ -129,3 +158,12 @@ def test_dynamic_pipeline_trains_on_a_dnerf_folder(dnerf: Path, tmp_path: Path) 
     cameras = json.loads((tmp_path / "out" / "cameras.json").read_text())["cameras"]
     assert [c["time"] for c in cameras] == pytest.approx(result.scene.cameras.times.tolist())
     assert (tmp_path / "out" / "point_cloud.ply").is_file()
+    # The held-out val camera's time sweep, as a video of the trained scene.
+    from pipelines import PIPELINES
+    from splat4d.export.video import VideoExport
+
+    export = VideoExport(
+        tmp_path / "out", path="val", frames=3, mp4=False, pngs=True, device="cpu", progress=False
+    )
+    (frames,) = export.main(PIPELINES)
+    assert frames == tmp_path / "out" / "exports" / "val_frames" and len(list(frames.glob("*.png"))) == 3

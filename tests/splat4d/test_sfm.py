@@ -176,14 +176,6 @@ def test_unreadable_image_is_named(photos: Path, tmp_path: Path) -> None:
         read_images(DataConfig(path=tmp_path), tmp_path / "work", progress=False)
 
 
-def test_mixed_image_sizes_name_two_files(photos: Path, tmp_path: Path) -> None:
-    for name in ("frame_00000.png", "frame_00001.png", "frame_00002.png"):
-        shutil.copy(photos / name, tmp_path / name)
-    iio.imwrite(tmp_path / "small.png", np.zeros((48, 64, 3), np.uint8))
-    with pytest.raises(DatasetError, match=r"frame_00000\.png is 320x240, .*small\.png is 64x48"):
-        read_images(DataConfig(path=tmp_path), tmp_path / "work", progress=False)
-
-
 def test_too_few_registered_images_is_an_error_with_a_hint(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     for k in range(4):

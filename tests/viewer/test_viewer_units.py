@@ -1,5 +1,6 @@
 """Viewer parts that need no browser: camera conversions, browser splats, scene loading, live-training control."""
 
+import contextlib
 import math
 import threading
 import time
@@ -71,6 +72,27 @@ def test_browser_splats_carry_the_rendered_covariances_colours_and_opacities() -
     assert splats.rgbs.min() >= 0 and splats.rgbs.max() <= 1
     np.testing.assert_allclose(splats.opacities[:, 0], g.opacities.detach().numpy(), rtol=1e-6)
     assert splats.centers.shape == (200, 3)
+
+
+def test_browser_splats_leave_out_diverged_gaussians_and_fit_float16() -> None:
+    from viewer.splats import MAX_SPLAT_SCALE
+
+    g = _random_gaussians(6)
+    with torch.no_grad():
+        g.params["means"][1, 0] = float("nan")
+        g.params["log_scales"][2, 1] = float("inf")
+        g.params["quats"][3] = 0.0
+        g.params["opacity_logits"][4] = float("nan")
+        g.params["log_scales"][5] = math.log(1e4)  # a far background blob larger than float16 holds squared
+    splats = browser_splats(g)
+    assert len(splats.centers) == 2 and splats.covariances.shape == (2, 3, 3)
+    for array in splats:
+        assert np.isfinite(array).all()
+    packed = splats.covariances.astype(np.float16)  # what viser sends
+    assert np.isfinite(packed).all()
+    assert splats.covariances[1].diagonal().max() == pytest.approx(MAX_SPLAT_SCALE**2, rel=1e-4)
+    empty = browser_splats(Gaussians.from_points(torch.zeros(0, 3), torch.zeros(0, 3)))
+    assert empty.centers.shape == (0, 3) and empty.covariances.shape == (0, 3, 3)
 
 
 def test_browser_splats_of_a_4d_scene_follow_time() -> None:
@@ -202,14 +224,35 @@ class _FakeCamera:
             callback(self)
 
 
+class _FakeHandle:
+    def __init__(self, value=None) -> None:
+        self.value = value
+        self.removed = False
+        self._callbacks: list = []
+
+    def on_update(self, callback) -> None:
+        self._callbacks.append(callback)
+
+    def choose(self, value) -> None:
+        """What the browser does when the user picks `value`."""
+        self.value = value
+        for callback in self._callbacks:
+            callback(self)
+
+    def remove(self) -> None:
+        self.removed = True
+
+
 class _FakeClient:
-    """What `ClientRenderer` uses of a viser client; records the frames it is sent."""
+    """What the viewer uses of a viser client; records the frames (None: background cleared), splats and GUI
+    elements it is sent."""
 
-    client_id = 0
-
-    def __init__(self, cameras: Cameras) -> None:
+    def __init__(self, cameras: Cameras, client_id: int = 0) -> None:
+        self.client_id = client_id
         self.camera = _FakeCamera(cameras)
-        self.frames: list[np.ndarray] = []
+        self.frames: list[np.ndarray | None] = []
+        self.splats: list[_FakeHandle] = []
+        self.dropdowns: dict[str, _FakeHandle] = {}
         self.fail = False
         outer = self
 
@@ -219,14 +262,28 @@ class _FakeClient:
                     raise ConnectionError("client went away")
                 outer.frames.append(image)
 
+            def add_gaussian_splats(self, name, centers, covariances, rgbs, opacities) -> _FakeHandle:
+                outer.splats.append(_FakeHandle(len(centers)))
+                return outer.splats[-1]
+
+        class _Gui:
+            def add_dropdown(self, label, options, initial_value=None, order=None) -> _FakeHandle:
+                outer.dropdowns[label] = _FakeHandle(initial_value)
+                return outer.dropdowns[label]
+
         self.scene = _Scene()
+        self.gui = _Gui()
+
+    @contextlib.contextmanager
+    def atomic(self):
+        yield
 
 
 def _renderer_for(scene: ViewedScene, **state):
     from viewer.client import ClientRenderer, ViewState
 
     source = SceneSource(scene)
-    view = ViewState(1, 0.0, "rgb", 400, 100, True)._replace(**state)
+    view = ViewState(1, 0.0, "rgb", 400, 100)._replace(**state)
     client = _FakeClient(scene.cameras)
     return client, ClientRenderer(client, source, lambda: view, threading.Lock(), torch.device("cpu"), 0.3)
 
@@ -265,3 +322,39 @@ def test_a_failing_client_ends_its_thread_without_raising() -> None:
     renderer.stop()
     renderer.join(5)
     assert not renderer.alive
+
+
+def test_each_tab_has_its_own_render_path() -> None:
+    from tests.viewer.helpers import free_port, wait_until
+    from viewer import ViewerApp, ViewerConfig
+    from viewer.app import PATHS
+
+    gaussians, cameras = moving_blob_scene()
+    app = ViewerApp(
+        SceneSource(ViewedScene(gaussians, cameras=cameras)), ViewerConfig(port=free_port()), "cpu"
+    )
+    switching, watching = _FakeClient(cameras, client_id=101), _FakeClient(cameras, client_id=102)
+    try:
+        app._connect(switching)
+        app._connect(watching)
+        wait_until(lambda: switching.frames and watching.frames, 30, "a frame in each tab")
+        browser = next(label for label, server_side in PATHS.items() if not server_side)
+        switching.dropdowns["Path"].choose(browser)  # one tab picks the browser's WebGL splats ...
+        assert not app.renderers[101].server_side and app.splats_sent_to(101)
+        assert len(switching.splats) == 1 and switching.splats[0].value > 0
+        wait_until(lambda: switching.frames[-1] is None, 10, "the switching tab's background to be cleared")
+        # ... the other tab is still rendered on the server, and only it gets new frames.
+        assert app.renderers[102].server_side and not app.splats_sent_to(102) and not watching.splats
+        assert watching.dropdowns["Path"].value != browser
+        before, cleared = len(watching.frames), len(switching.frames)
+        switching.camera.nudge()
+        watching.camera.nudge()
+        wait_until(lambda: len(watching.frames) > before, 30, "a new frame for the other tab")
+        time.sleep(0.3)
+        assert len(switching.frames) == cleared
+        # Back to the server: the tab's splats go and its frames come back.
+        switching.dropdowns["Path"].choose(next(iter(PATHS)))
+        assert switching.splats[0].removed and not app.splats_sent_to(101)
+        wait_until(lambda: switching.frames[-1] is not None, 30, "server frames in the switching tab again")
+    finally:
+        app.close()

@@ -89,8 +89,8 @@ class DepthPrior:
     def bind_views(self, views: ImageDataset) -> None:
         """Estimate the depth of every training photo at the views' resolution (again when it changes), then free
         the model."""
-        size = (views.height, views.width)
-        self._disparities = {k: v for k, v in self._disparities.items() if k[1:] == size}
+        current = {(i, h, w) for i, (w, h) in zip(views.indices, views.cameras.sizes, strict=True)}
+        self._disparities = {k: v for k, v in self._disparities.items() if k in current}
         for i in range(len(views)):
             self.disparity(views[i])
         self.estimator.unload()

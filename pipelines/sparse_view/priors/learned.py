@@ -42,8 +42,7 @@ class LearnedPriors:
         """The training views and each one's neighbours (pseudo views are drawn between them, along the orbit
         about `pivot` when given); called again when the training resolution changes, which drops the repaired
         views (the next step repairs new ones)."""
-        size = (views.width, views.height)
-        if self._cameras is not None and (self._cameras.width, self._cameras.height) != size:
+        if self._cameras is not None and self._cameras.sizes != views.cameras.sizes:
             self.repaired.clear()
         self._cameras, self._neighbours, self._pivot = views.cameras, neighbours, pivot
         if self.depth is not None:
