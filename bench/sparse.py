@@ -26,6 +26,19 @@ changed but the views, the steps and the point cloud.
 
 Figures: procedural_k3_gain_db, procedural_k9_gain_db, lego_k3_gain_db (sparse minus vanilla test PSNR, dB;
 target ≥ 1.5 dB at k = 3), and each case's <scene>_k<k>_{vanilla,sparse}_{psnr,ssim}.
+
+LLFF (`--suite llff`, written to bench/results/sparse_llff-<device>.json so the figures above stay as they are):
+
+    python bench/sparse.py --suite llff --schedule default --device cpu --jobs 2
+
+The published 3-view protocol of FSGS, DNGaussian and CoR-GS on `../shared/data/llff_fern` and `llff_flower` at
+504×378 (`images_8`): every 8th image is a test view, and the 3 training views are spread evenly over the others
+(the LLFF reader and `view_rule` "even", which both methods get). Both methods train at a schedule, `fast` (1000
+steps, what the presets ship for a CPU) or `default` (the sparse preset's 10k steps, the papers' length; vanilla is
+the static `default` preset scaled to the same steps). Figures: llff_<scene>_k3_psnr / _ssim / _seconds (the
+sparse pipeline at the default schedule), llff_k3_psnr_mean (their mean; the papers' means are over all 8 LLFF
+scenes, ours over 2), llff_<scene>_k3_vanilla_psnr / _ssim / _seconds, and the same with `_fast` before the metric
+name for the fast schedule. A schedule that was not run is listed under "missing".
 """
 
 import argparse
@@ -47,17 +60,25 @@ from pipelines.sparse_view.views import select_views
 from splat4d.data import load_scene
 from splat4d.data.base import SceneData
 from splat4d.data.config import DataConfig
+from splat4d.data.dataset import downscaled_size, remaining_downscale
 from splat4d.data.synthetic import load_recipe, write_sample_scene
 from splat4d.pipeline import PipelineSpec
 from splat4d.reconstruct import reconstruct, resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
-LEGO = REPO.parent / "shared" / "data" / "nerf_synthetic_lego"
-CASES = {"procedural": (3, 9), "lego": (3,)}
-"""Scene → the view counts k it is run with."""
-DOWNSCALE = {"procedural": 2, "lego": 2}
-"""Both scenes are trained and evaluated at half resolution (procedural 160×120, lego 200×200) to keep the bench
-within its time on 2 CPU cores (the sparse pipeline trains two fields and renders pseudo views)."""
+DATA = REPO.parent / "shared" / "data"
+LEGO = DATA / "nerf_synthetic_lego"
+SUITES = {
+    "synthetic": {"procedural": (3, 9), "lego": (3,)},
+    "llff": {"llff_fern": (3,), "llff_flower": (3,)},
+}
+"""Suite → scene → the view counts k it is run with. Each suite writes its own results file."""
+DOWNSCALE = {"procedural": 2, "lego": 2, "llff_fern": 8, "llff_flower": 8}
+"""The synthetic scenes are trained and evaluated at half resolution (procedural 160×120, lego 200×200) to keep the
+bench within its time on 2 CPU cores (the sparse pipeline trains two fields and renders pseudo views); LLFF at 1/8
+(504×378, the reader's `images_8`), the published protocol's resolution."""
+SCHEDULE_STEPS = {"fast": 1000, "default": 10_000}
+"""Steps of each schedule: the sparse presets' own (`fast` and `default`)."""
 TARGET_GAIN_DB = 1.5
 """At k = 3 (issue 9)."""
 
@@ -75,13 +96,15 @@ def vanilla_spec(k: int) -> PipelineSpec:
     return PIPELINES["static"]._replace(load_scene=load)
 
 
-def _configs(data: DataConfig, k: int, steps: int) -> dict[str, tuple[PipelineSpec, str, object]]:
+def _configs(
+    data: DataConfig, k: int, steps: int, schedule: str = "fast"
+) -> dict[str, tuple[PipelineSpec, str, object]]:
     static, sparse = PIPELINES["static"], PIPELINES["sparse"]
-    vanilla_cfg = static.with_steps(static.presets["fast"], steps)
+    vanilla_cfg = static.with_steps(static.presets[schedule], steps)
     vanilla_cfg = dataclasses.replace(
         vanilla_cfg, data=data, trainer=dataclasses.replace(vanilla_cfg.trainer, progress=False)
     )
-    sparse_cfg = sparse.with_steps(sparse.presets["fast"], steps)
+    sparse_cfg = sparse.with_steps(sparse.presets[schedule], steps)
     sparse_cfg = dataclasses.replace(
         sparse_cfg,
         data=data,
@@ -95,6 +118,8 @@ def _configs(data: DataConfig, k: int, steps: int) -> dict[str, tuple[PipelineSp
 def _photos(scene: str, work: Path) -> Path:
     if scene == "lego":
         return LEGO
+    if scene.startswith("llff_"):
+        return DATA / scene
     sample = work / "sample"
     if not (sample / "transforms.json").is_file():
         write_sample_scene(
@@ -104,16 +129,22 @@ def _photos(scene: str, work: Path) -> Path:
 
 
 def run_case(
-    scene: str, k: int, steps: int, device: torch.device, work: Path, methods: list[str]
+    scene: str,
+    k: int,
+    steps: int,
+    device: torch.device,
+    work: Path,
+    methods: list[str],
+    schedule: str = "fast",
 ) -> list[dict]:
     data = DataConfig(path=_photos(scene, work), downscale=DOWNSCALE[scene])
     rows = []
-    for method, (spec, name, cfg) in _configs(data, k, steps).items():
+    for method, (spec, name, cfg) in _configs(data, k, steps, schedule).items():
         if method not in methods:
             continue
         t0 = time.perf_counter()
         result = reconstruct(
-            spec, name, "fast", cfg, work / f"{scene}_k{k}_{method}", device, overwrite=True,
+            spec, name, schedule, cfg, work / f"{scene}_k{k}_{method}_{schedule}", device, overwrite=True,
             console=Console(quiet=True),
         )  # fmt: skip
         m, s = result.metrics, result.scene
@@ -122,7 +153,7 @@ def run_case(
             "k": k,
             "method": method,
             "pipeline": name,
-            "preset": "fast",
+            "preset": schedule,
             "steps": m["steps"],
             "train_seconds": round(m["train_seconds"], 1),
             "total_seconds": round(time.perf_counter() - t0, 1),
@@ -131,7 +162,9 @@ def run_case(
             "num_test_views": m["num_views"],
             "num_gaussians": m["num_gaussians"],
             "train_views": sorted(s.image_paths[i].name for i in s.train_indices),
-            "resolution": [s.cameras.width // DOWNSCALE[scene], s.cameras.height // DOWNSCALE[scene]],
+            "resolution": list(
+                downscaled_size(*s.cameras.sizes[0], remaining_downscale(s, DOWNSCALE[scene]))
+            ),
             "initial_points": "random" if s.points is None else len(s.points),
             **{key: s.metadata[key] for key in ("triangulated_points", "hull_points") if key in s.metadata},
         }
@@ -159,16 +192,61 @@ def figures_of(rows: list[dict]) -> tuple[dict, dict]:
     return figures, missing
 
 
+def llff_figures_of(rows: list[dict], schedules: list[str]) -> tuple[dict, dict]:
+    """The LLFF suite's figures (module docstring): the default schedule's without a schedule tag, `_fast` ones
+    with it; the mean PSNR over the scenes of the sparse pipeline at each schedule run."""
+    figures, missing = {}, {}
+    scenes = sorted({row["scene"] for row in rows if "method" in row})
+    for schedule in ("default", "fast"):
+        tag = "" if schedule == "default" else "_fast"
+        if schedule not in schedules:
+            why = f"the {schedule} schedule was not run (--schedule)"
+            for scene in SUITES["llff"]:
+                for method in ("", "_vanilla"):
+                    missing[f"{scene}_k3{method}{tag}_psnr"] = why
+            missing[f"llff_k3{tag}_psnr_mean"] = why
+            continue
+        sparse_psnrs = []
+        for row in rows:
+            if row.get("preset") != schedule:
+                continue
+            method = "" if row["method"] == "sparse" else f"_{row['method']}"
+            prefix = f"{row['scene']}_k{row['k']}{method}{tag}"
+            figures[f"{prefix}_psnr"] = round(row["test_psnr"], 3)
+            figures[f"{prefix}_ssim"] = round(row["test_ssim"], 4)
+            figures[f"{prefix}_seconds"] = row["train_seconds"]
+            if row["method"] == "sparse" and row["k"] == 3:
+                sparse_psnrs.append(row["test_psnr"])
+        if len(sparse_psnrs) == len(scenes) and scenes:
+            figures[f"llff_k3{tag}_psnr_mean"] = round(sum(sparse_psnrs) / len(sparse_psnrs), 3)
+        else:
+            missing[f"llff_k3{tag}_psnr_mean"] = "the sparse pipeline did not run on every LLFF scene"
+    return figures, missing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
-        "--steps", type=int, default=1000, help="training steps of both methods (default 1000)"
+        "--steps", type=int, default=None, help="training steps of both methods (default: the schedule's)"
     )
     parser.add_argument(
-        "--cases", nargs="+", default=None, help="scene:k pairs, e.g. procedural:3 (default: all of CASES)"
+        "--suite", default="synthetic", choices=sorted(SUITES), help="which scenes (module docstring)"
+    )
+    parser.add_argument(
+        "--schedule",
+        default=None,
+        choices=["fast", "default", "both"],
+        help="presets both methods train with (default: fast for the synthetic suite, default for llff); "
+        "--steps overrides the schedule's step count",
+    )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=None,
+        help="scene:k pairs, e.g. procedural:3 (default: all of the suite)",
     )
     parser.add_argument("--methods", nargs="+", default=["vanilla", "sparse"], choices=["vanilla", "sparse"])
     parser.add_argument(
@@ -198,7 +276,9 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    cases = [(s, k) for s, ks in CASES.items() for k in ks]
+    schedule = args.schedule or ("fast" if args.suite == "synthetic" else "default")
+    schedules = ["fast", "default"] if schedule == "both" else [schedule]
+    cases = [(s, k) for s, ks in SUITES[args.suite].items() for k in ks]
     if args.cases:
         cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases]
 
@@ -207,7 +287,12 @@ def main() -> None:
         work = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for scene in {s for s, _ in cases}:
             _photos(scene, work)  # written once, before any training reads them
-        tasks = [(scene, k, args.steps, device, work, [m]) for scene, k in cases for m in args.methods]
+        tasks = [
+            (scene, k, args.steps or SCHEDULE_STEPS[sched], device, work, [m], sched)
+            for sched in schedules
+            for scene, k in cases
+            for m in args.methods
+        ]
         if args.jobs <= 1:
             for task in tasks:
                 rows += run_case(*task)
@@ -219,7 +304,11 @@ def main() -> None:
             ) as pool:
                 for result in pool.map(run_case, *zip(*tasks, strict=True)):
                     rows += result
-    figures, missing = figures_of(rows)
+    if args.suite == "llff":
+        figures, missing = llff_figures_of(rows, schedules)
+        cases = []  # the gain target below is the synthetic suite's
+    else:
+        figures, missing = figures_of(rows)
     for scene, k in cases:
         gain = figures.get(f"{scene}_k{k}_gain_db")
         if k == 3 and gain is not None and gain < TARGET_GAIN_DB:
@@ -230,7 +319,8 @@ def main() -> None:
     )
     print(figures)
     if not args.no_write:
-        print(f"wrote {write_results('sparse', device, figures, rows, missing)}")
+        name = "sparse" if args.suite == "synthetic" else f"sparse_{args.suite}"
+        print(f"wrote {write_results(name, device, figures, rows, missing)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""bench/sparse.py's LLFF suite: the figure keys issue 21 names, from rows of both schedules or of one."""
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture
+def sparse(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module("sparse")
+
+
+def _row(scene: str, method: str, preset: str, psnr: float) -> dict:
+    return {"scene": scene, "k": 3, "method": method, "preset": preset, "test_psnr": psnr, "test_ssim": 0.5,
+            "train_seconds": 10.0}  # fmt: skip
+
+
+def test_the_default_schedule_gives_the_unsuffixed_keys_and_their_mean(sparse) -> None:
+    rows = [
+        _row(scene, method, preset, psnr)
+        for scene, base in (("llff_fern", 20.0), ("llff_flower", 21.0))
+        for preset, extra in (("default", 1.0), ("fast", 0.0))
+        for method, psnr in (("sparse", base + extra), ("vanilla", base - 3.0))
+    ]
+    figures, missing = sparse.llff_figures_of(rows, ["fast", "default"])
+    assert missing == {}
+    assert figures["llff_fern_k3_psnr"] == 21.0 and figures["llff_flower_k3_psnr"] == 22.0
+    assert figures["llff_k3_psnr_mean"] == 21.5 and figures["llff_k3_fast_psnr_mean"] == 20.5
+    assert figures["llff_fern_k3_vanilla_psnr"] == 17.0 and figures["llff_fern_k3_vanilla_fast_psnr"] == 17.0
+    assert figures["llff_flower_k3_seconds"] == 10.0
+
+
+def test_a_schedule_not_run_is_listed_as_missing(sparse) -> None:
+    rows = [_row(scene, "sparse", "fast", 18.0) for scene in ("llff_fern", "llff_flower")]
+    figures, missing = sparse.llff_figures_of(rows, ["fast"])
+    assert figures["llff_k3_fast_psnr_mean"] == 18.0
+    assert {"llff_fern_k3_psnr", "llff_k3_psnr_mean", "llff_flower_k3_vanilla_psnr"} <= set(missing)
+    assert not any(key.startswith("llff_fern_k3_psnr") for key in figures)
