@@ -134,15 +134,23 @@ class Reconstruct:
     viewer_port: int = 8080
     viewer_wait: bool = True
     """With --viewer: keep the viewer open after training until Ctrl-C."""
+    nproc: int = 1
+    """Train data-parallel on this many processes of this machine (one GPU each with CUDA), started through
+    torchrun's launcher: the same as `torchrun --standalone --nproc-per-node N -m splat4d reconstruct ...`. For
+    several machines run torchrun on each (see the README). A run resumes with the same ranks × batch size."""
+    batch_size: int | None = None
+    """Views per step on each process, their gradients averaged (default: the preset's, 1)."""
 
     def main(self) -> None:
         import dataclasses
 
         from pipelines import PIPELINES
         from splat4d.config_io import with_override
-        from splat4d.errors import UsageError
+        from splat4d.distributed import launch, session, torchrun_env
+        from splat4d.errors import EXIT_INTERRUPTED, UsageError
         from splat4d.reconstruct import check_run_settings, reconstruct, resolve_device
         from splat4d.strategy import STRATEGIES
+        from splat4d.trainer import TrainingInterrupted
 
         spec = PIPELINES[self.pipeline]
         if self.preset not in spec.presets:
@@ -168,39 +176,73 @@ class Reconstruct:
                 cfg = dataclasses.replace(cfg, priors=self.priors)
             elif self.priors.enabled:
                 raise UsageError("--priors: applies to the sparse pipeline only")
-        cfg = dataclasses.replace(
-            cfg,
-            data=dataclasses.replace(self.data, path=self.input),
-            trainer=dataclasses.replace(cfg.trainer, progress=self.progress),
-        )
+        trainer = dataclasses.replace(cfg.trainer, progress=self.progress)
+        if self.batch_size is not None:
+            if self.batch_size < 1:
+                raise UsageError(f"--batch-size: must be at least 1, got {self.batch_size}")
+            trainer = dataclasses.replace(trainer, batch_size=self.batch_size)
+        data = dataclasses.replace(self.data, path=self.input)
+        if data.max_size is None:  # not given: the preset's limit (fast: 512 px), where it has one
+            data = dataclasses.replace(data, max_size=cfg.data.max_size)
+        cfg = dataclasses.replace(cfg, data=data, trainer=trainer)
         for assignment in self.set:
             cfg = with_override(cfg, assignment)
         check_run_settings(cfg)
         device = resolve_device(self.device)
-        live = None
-        if self.viewer:
-            from viewer import LiveViewer, ViewerConfig
+        env = torchrun_env()
+        if self.nproc < 1:
+            raise UsageError(f"--nproc: must be at least 1, got {self.nproc}")
+        if spec.train is not None and (self.nproc > 1 or (env is not None and env.world_size > 1)):
+            raise UsageError(
+                f"--nproc / torchrun: the {self.pipeline} pipeline streams its own training on one process; run it "
+                "without them"
+            )
+        if self.nproc > 1 and env is None:  # start the ranks, each of which runs this same command line
+            if sys.argv[1:2] != ["reconstruct"]:
+                raise UsageError("--nproc: applies on the command line (`splat4d reconstruct ... --nproc N`)")
+            status = launch(self.nproc, sys.argv[1:])
+            if status:
+                raise SystemExit(status)
+            return
+        if env is not None and self.nproc > 1 and self.nproc != env.local_world_size:
+            raise UsageError(
+                f"--nproc {self.nproc}: torchrun started {env.local_world_size} processes on this machine; "
+                "drop --nproc when starting with torchrun"
+            )
+        with session(device, cfg.trainer.dist_timeout) as (ranks, device):
+            live = None
+            if self.viewer and ranks.is_main:  # the live viewer follows rank 0
+                from viewer import LiveViewer, ViewerConfig
 
-            live = LiveViewer(
-                ViewerConfig(host=self.viewer_host, port=self.viewer_port), device, cfg.trainer.steps
-            )
-            print(f"live viewer: {live.app.url}")
-        try:
-            result = reconstruct(
-                spec,
-                self.pipeline,
-                self.preset,
-                cfg,
-                self.out,
-                device,
-                self.overwrite,
-                callbacks=None if live is None else [live.training],
-                on_built=None if live is None else live.on_built,
-            )
-        except BaseException:
-            if live is not None:
-                live.close()
-            raise
+                live = LiveViewer(
+                    ViewerConfig(host=self.viewer_host, port=self.viewer_port), device, cfg.trainer.steps
+                )
+                print(f"live viewer: {live.app.url}")
+            try:
+                result = reconstruct(
+                    spec,
+                    self.pipeline,
+                    self.preset,
+                    cfg,
+                    self.out,
+                    device,
+                    self.overwrite,
+                    callbacks=None if live is None else [live.training],
+                    on_built=None if live is None else live.on_built,
+                    ranks=ranks,
+                )
+            except TrainingInterrupted:
+                if live is not None:
+                    live.close()
+                if not ranks.is_main:  # rank 0 says where the checkpoint is
+                    raise SystemExit(EXIT_INTERRUPTED) from None
+                raise
+            except BaseException:
+                if live is not None:
+                    live.close()
+                raise
+        if not ranks.is_main:  # rank 0 reports
+            return
         m = result.metrics
         print(
             f"{self.out}: {m['num_gaussians']:,} Gaussians; {m['split']} PSNR {m['psnr']:.2f} dB, "

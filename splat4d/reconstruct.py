@@ -5,6 +5,9 @@ extracted frames), `checkpoints/`, `log.jsonl`, `point_cloud.ply` (3DGS layout),
 (photo | render | depth per test view). Running the same command again on the same folder resumes training from
 the newest checkpoint; a folder that holds something else is never written into.
 
+Under torchrun (`splat4d.distributed`) rank 0 alone reads the input and writes the folder: it hands the scene to the
+other ranks, which train alongside it and write nothing.
+
 Pipelines are passed in (`PipelineSpec`), so this module stays below `pipelines/` in the layering.
 """
 
@@ -23,7 +26,8 @@ import splat4d
 from splat4d.config_io import from_dict, to_dict, to_yaml
 from splat4d.data import load_scene
 from splat4d.data.base import DatasetError, SceneData
-from splat4d.data.dataset import ImageDataset
+from splat4d.data.dataset import ImageDataset, working_downscale
+from splat4d.distributed import SINGLE, Ranks
 from splat4d.errors import UsageError
 from splat4d.evaluate import evaluate
 from splat4d.gaussians import Gaussians4D
@@ -48,6 +52,8 @@ _RESUME_IGNORED = {
     ("config", "trainer", "steps"),
     ("config", "trainer", "progress"),
     ("config", "trainer", "checkpoint_every"),
+    ("config", "trainer", "dist_timeout"),
+    ("config", "trainer", "batch_size"),  # the trainer checks views per step (ranks × batch size) itself
 }
 """Settings that may change between a run and its resumption."""
 
@@ -89,6 +95,8 @@ def check_run_settings(cfg: Any) -> None:
     checks = [
         ("--steps", cfg.trainer.steps, cfg.trainer.steps >= 1, "must be at least 1"),
         ("--data.downscale", cfg.data.downscale, cfg.data.downscale >= 1, "must be a positive integer"),
+        ("--data.max-size", cfg.data.max_size, cfg.data.max_size in (None, 0) or cfg.data.max_size >= 16,
+         "must be at least 16 pixels, or 0 for no limit"),
         ("--data.test-every", cfg.data.test_every, cfg.data.test_every >= 0, "must be 0 (no test split) or more"),
         ("--data.video.fps", cfg.data.video.fps, cfg.data.video.fps > 0, "must be positive"),
         ("--data.video.max-frames", cfg.data.video.max_frames, cfg.data.video.max_frames >= 1, "must be positive"),
@@ -102,6 +110,8 @@ def check_run_settings(cfg: Any) -> None:
          "must be a positive integer"),
         ("--trainer.checkpoint-every", cfg.trainer.checkpoint_every, cfg.trainer.checkpoint_every >= 1,
          "must be at least 1"),
+        ("--trainer.batch-size", cfg.trainer.batch_size, cfg.trainer.batch_size >= 1, "must be at least 1"),
+        ("--trainer.dist-timeout", cfg.trainer.dist_timeout, cfg.trainer.dist_timeout > 0, "must be positive"),
     ]  # fmt: skip
     for flag, value, ok, rule in checks:
         if not ok:
@@ -216,64 +226,90 @@ def reconstruct(
     callbacks: list | None = None,
     console: Console | None = None,
     on_built: Callable[[Pipeline, SceneData], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> Reconstruction:
     """Read `cfg.data`, train `spec`'s pipeline with `cfg`, write the scene folder `out`, evaluate it.
 
     `callbacks` run after every training step (`StepCallback`); `on_built(pipeline, scene)` runs once the data is
-    read and the pipeline built, before training (the live viewer shows the scene from then on).
+    read and the pipeline built, before training (the live viewer shows the scene from then on). Under torchrun
+    (`ranks`), rank 0 reads the input, writes the folder and evaluates; the other ranks train alongside it and
+    return their (identical) pipeline with empty metrics.
+
+    Raises:
+        UsageError: several ranks for a pipeline that trains its own way (the long pipeline).
     """
     console = console or Console()
+    if not ranks.is_main:
+        console = Console(quiet=True)
     out = Path(out)
     if spec.train is not None and (on_built is not None or callbacks):
         raise SceneFolderError(
             f"pipeline {pipeline_name} trains its own way, which the live viewer cannot follow: drop --viewer and "
             f"run `splat4d view {out}` when it is done"
         )
+    if spec.train is not None and ranks.distributed:
+        raise UsageError(
+            f"torchrun / --nproc: the {pipeline_name} pipeline streams its own training on one process; run it "
+            "without torchrun and --nproc"
+        )
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=Path(cfg.data.path).resolve()))
-    if not cfg.data.path.exists():
-        raise DatasetError(f"{cfg.data.path}: does not exist")
-    record = _record(pipeline_name, preset, cfg)
-    # Nothing in `out` changes until the input has been read: a refused or interrupted run (a typo in the input,
-    # Ctrl-C during SfM) leaves an existing scene as it was, even with --overwrite.
-    resuming = check_output(out, record, overwrite, spec.state_folders)
-    existed, was_empty = out.exists(), is_empty(out)
-    try:
-        scene = _load_scene(spec, cfg, out / "cache")
-        commit_output(out, record, overwrite, spec.state_folders)
-    except BaseException:
-        if not existed or was_empty:  # the folder held nothing before: leave nothing half-made behind
-            _remove_partial_output(out, existed)
-        raise
-    console.print(
-        f"{cfg.data.path}: {len(scene.cameras)} images ({len(scene.train_indices)} train, "
-        f"{len(scene.test_indices)} test) at {scene.cameras.describe_size()}, "
-        f"{0 if scene.points is None else len(scene.points)} initial points"
-    )
-    write_cameras_json(out / "cameras.json", scene)
+
+    def prepare() -> tuple[bool, SceneData]:
+        if not cfg.data.path.exists():
+            raise DatasetError(f"{cfg.data.path}: does not exist")
+        record = _record(pipeline_name, preset, cfg)
+        # Nothing in `out` changes until the input has been read: a refused or interrupted run (a typo in the
+        # input, Ctrl-C during SfM) leaves an existing scene as it was, even with --overwrite.
+        resuming = check_output(out, record, overwrite, spec.state_folders)
+        existed, was_empty = out.exists(), is_empty(out)
+        try:
+            scene = _load_scene(spec, cfg, out / "cache")
+            commit_output(out, record, overwrite, spec.state_folders)
+        except BaseException:
+            if not existed or was_empty:  # the folder held nothing before: leave nothing half-made behind
+                _remove_partial_output(out, existed)
+            raise
+        console.print(
+            f"{cfg.data.path}: {len(scene.cameras)} images ({len(scene.train_indices)} train, "
+            f"{len(scene.test_indices)} test) at {scene.cameras.describe_size()}, "
+            f"{0 if scene.points is None else len(scene.points)} initial points"
+        )
+        write_cameras_json(out / "cameras.json", scene)
+        return resuming, scene
+
+    resuming, scene = ranks.from_main(prepare, "waiting for rank 0 to read the input")
     if spec.train is not None:  # a method with its own training loop
         if not resuming:
             console.print(f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {device}")
         pipeline, figures = spec.train(cfg, scene, out, device, console)
         metrics = evaluate_scene(pipeline, scene, cfg, out, device, extra=figures)
         return Reconstruction(pipeline, scene, metrics)
-    train_data = ImageDataset(scene, scene.train_indices, cfg.data.downscale, device)
+    train_data = ImageDataset(scene, scene.train_indices, run_downscale(scene, cfg), device)
     pipeline = spec.build(cfg, scene, device)
     if on_built is not None:
         on_built(pipeline, scene)
     trainer = Trainer(
         pipeline, cfg.strategy.build(), train_data, out, scene_scale(scene.cameras), cfg.trainer, cfg.optim,
-        callbacks=callbacks, console=console,
+        callbacks=callbacks, console=console, ranks=ranks,
     )  # fmt: skip
     if not resuming:
-        console.print(f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {device}")
+        on = f"{ranks.world_size} ranks ({device.type})" if ranks.distributed else str(device)
+        console.print(
+            f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {on}, "
+            f"at {train_data.cameras.describe_size()}"
+        )
     result = trainer.train()
+    if not ranks.is_main:
+        return Reconstruction(pipeline, scene, {})
     if isinstance(pipeline.gaussians, Gaussians4D):  # the documented 4D extension of the 3DGS layout
         write_ply_4d(out / "point_cloud.ply", pipeline.gaussians)
     else:
         write_ply(out / "point_cloud.ply", pipeline.gaussians)
     metrics = evaluate_scene(
-        pipeline, scene, cfg, out, device, extra={"steps": result.step, "train_seconds": result.seconds}
-    )
+        pipeline, scene, cfg, out, device,
+        extra={"steps": result.step, "train_seconds": result.seconds, "views_per_step": trainer.views_per_step,
+               "ranks": ranks.world_size},
+    )  # fmt: skip
     return Reconstruction(pipeline, scene, metrics)
 
 
@@ -290,8 +326,15 @@ def evaluate_scene(
     """Evaluate on the test views (the training views when the scene has none, saying so)."""
     split = "test" if scene.test_indices else "train"
     indices = scene.test_indices or scene.train_indices
-    data = ImageDataset(scene, indices, cfg.data.downscale, device)
-    return evaluate(pipeline, data, out, extra={"split": split, **(extra or {})})
+    downscale = run_downscale(scene, cfg)
+    data = ImageDataset(scene, indices, downscale, device)
+    return evaluate(pipeline, data, out, extra={"split": split, "downscale": downscale, **(extra or {})})
+
+
+def run_downscale(scene: SceneData, cfg: Any) -> int:
+    """The downscale the run trains and evaluates `scene` at: `--data.downscale`, raised by `--data.max-size`
+    (`splat4d.data.dataset.working_downscale`)."""
+    return working_downscale(scene, cfg.data.downscale, cfg.data.max_size)
 
 
 @dataclass

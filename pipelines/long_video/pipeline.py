@@ -19,7 +19,7 @@ from pipelines.dynamic.pipeline import DynamicPipeline
 from pipelines.long_video.config import LongVideoConfig
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData
-from splat4d.data.dataset import Batch, ImageDataset
+from splat4d.data.dataset import Batch, ImageDataset, working_downscale
 from splat4d.gaussians import Gaussians4D
 from splat4d.hierarchy import MANIFEST_NAME, HierarchicalScene
 from splat4d.hierarchy.segment_store import STATE_NAME, load_state_file
@@ -123,7 +123,7 @@ def train(
         return init_gaussians_4d(scene, dataclasses.replace(cfg.init, time_copies=1))
 
     trainer = StreamedTrainer(
-        hcfg, make_loss, SceneViews(scene, cfg.data.downscale, device), Path(out) / STORE, initial,
+        hcfg, make_loss, SceneViews(scene, working_downscale(scene, cfg.data.downscale, cfg.data.max_size), device), Path(out) / STORE, initial,
         scene_scale(scene.cameras), cfg.optim, cfg.strategy, device, console,
     )  # fmt: skip
     console.print(

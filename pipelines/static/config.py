@@ -58,11 +58,18 @@ class StaticConfig:
     """Surface regularisers for meshing (off by default)."""
 
 
+FAST_MAX_SIZE = 512
+"""Longest image side the `fast` preset trains at (`DataConfig.max_size`): phone photos (4000 px, or 800 px
+after a resize) train at 1/2 to 1/8 of their size. A step costs about its pixel count on the CPU: 23 photos at
+800×600 took 22 minutes at 1200 steps, so at 400×300 they take about a quarter of that."""
+
+
 def _fast() -> StaticConfig:
-    """Under 5 minutes on a 2-core CPU for a small scene (the sample scene: 24 photos at 320×240): 1200 steps,
-    the first 500 at half resolution, densification from step 100 to 900 with one opacity reset (step 600), SH
-    degree raised every 200 steps."""
+    """Minutes on a 2-core CPU: 1200 steps, at most 512 pixels on the longest side (`FAST_MAX_SIZE`; the sample
+    scene's 320×240 photos as they are), the first 500 steps at half that resolution, densification from step
+    100 to 900 with one opacity reset (step 600), SH degree raised every 200 steps."""
     return StaticConfig(
+        data=DataConfig(max_size=FAST_MAX_SIZE),
         trainer=TrainerConfig(steps=1200, checkpoint_every=200, coarse_until=500),
         init=InitConfig(random_points=20_000),
         strategy=DefaultStrategyConfig(

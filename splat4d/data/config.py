@@ -62,6 +62,11 @@ class DataConfig:
     downscale: int = 1
     """Train and evaluate at 1/downscale of the image resolution (LLFF: the images_<k>/ folder that matches is
     read)."""
+    max_size: int | None = None
+    """Train and evaluate with at most this many pixels on an image's longest side: `downscale` is raised to the
+    smallest factor at which every image fits (the factor used goes into metrics.json as `downscale`). 0: no
+    limit; not given: the preset's (the static `fast` preset: 512, so that a CPU run on ordinary photos keeps its
+    time promise; the others: no limit)."""
     test_every: int = 8
     """Every n-th image is held out for testing, unless the dataset defines its own split."""
     train_on_val: bool = False

@@ -65,14 +65,15 @@ def remaining_downscale(scene: SceneData, downscale: int) -> int:
 
 def working_downscale(scene: SceneData, downscale: int, max_size: int | None = None) -> int:
     """The downscale a run trains and evaluates at: `downscale`, raised to the smallest factor at which the
-    longest side of every image is at most `max_size` pixels (`DataConfig.max_size`; None: `downscale` as it is).
+    longest side of every image is at most `max_size` pixels (`DataConfig.max_size`; None or 0: `downscale` as it
+    is).
 
     Raises:
         UsageError: `downscale` or `max_size` is below 1.
     """
     if downscale < 1:
         raise UsageError(f"--data.downscale: must be a positive integer, got {downscale}")
-    if max_size is None:
+    if not max_size:  # None or 0: no limit
         return downscale
     if max_size < 1:
         raise UsageError(f"--data.max-size: must be a positive number of pixels, got {max_size}")
@@ -286,7 +287,8 @@ class TrainSampler:
     """An endless sequence of dataset positions 0..n-1: a fresh random permutation every epoch.
 
     The permutation of epoch e depends only on (seed, e), so `state_dict()` (seed, epoch and position within
-    the epoch) restores the exact sequence in a new sampler.
+    the epoch) restores the exact sequence in a new sampler, and samplers with the same seed on several ranks
+    give one shared order: each takes a step's views with `take` and renders its own slice of them.
 
     Args:
         n: dataset size (at least 1).
@@ -319,6 +321,16 @@ class TrainSampler:
         index = self._order[self.position]
         self.position += 1
         return index
+
+    def take(self, count: int) -> list[int]:
+        """The next `count` positions of the sequence (across epoch boundaries): one step's views.
+
+        Raises:
+            ValueError: `count` is less than 1.
+        """
+        if count < 1:
+            raise ValueError(f"TrainSampler: take needs at least one view, got {count}")
+        return [next(self) for _ in range(count)]
 
     def state_dict(self) -> dict[str, int]:
         """Everything needed to continue the sequence exactly (plain ints, safe for `torch.save`)."""

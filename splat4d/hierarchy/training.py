@@ -446,9 +446,16 @@ class StreamedTrainer:
         )
 
     def _strategy_config(self) -> Density4DConfig:
-        """The densification config with its own schedule switched off: `_visit` refines, and never resets."""
+        """The densification config with its own schedule switched off: `_visit` refines, and never resets. Pruning
+        by size starts where flat training's would, after the step of the first reset (skipped here)."""
         base = self.strategy_cfg or Density4DConfig()
-        return dataclasses.replace(base, refine_every=self.total_steps + 1, reset_every=self.total_steps + 1)
+        after = base.reset_every if base.prune_scale_after is None else base.prune_scale_after
+        return dataclasses.replace(
+            base,
+            refine_every=self.total_steps + 1,
+            reset_every=self.total_steps + 1,
+            prune_scale_after=after,
+        )
 
     def _assemble(self, states: list[SegmentState]) -> tuple[Gaussians4D, dict[str, torch.optim.Optimizer]]:
         """One scene of the path's Gaussians, root first, with one Adam per parameter holding their moments."""

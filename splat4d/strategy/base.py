@@ -1,23 +1,31 @@
 """`Strategy`: the one hook signature every densification strategy implements, and its `StepContext`.
 
-A trainer calls the hooks the same way whatever the strategy (so it never branches on strategy type):
+A trainer calls the hooks the same way whatever the strategy (so it never branches on strategy type). A step may
+render several views (`TrainerConfig.batch_size`, and one share per rank under torchrun); each view's statistics
+are accumulated after its backward pass, and the strategy refines once per step:
 
 ```python
 strategy = cfg.strategy.build()
 state = strategy.init_state(scene_scale)
 strategy.check(gaussians, optimizers)
 for step in range(n_steps):
-    out = render(gaussians, cameras, settings)
-    ctx = StepContext(step=step, info=out.info, lr_means=optimizers["means"].param_groups[0]["lr"])
-    strategy.step_pre_backward(gaussians, optimizers, state, ctx)  # before backward: keeps means2d's gradient
-    loss = photometric_loss + sum(strategy.regularization_losses(gaussians).values())
-    loss.backward()
+    for cameras in views_of(step):
+        out = render(gaussians, cameras, settings)
+        ctx = StepContext(step=step, info=out.info, lr_means=optimizers["means"].param_groups[0]["lr"])
+        strategy.step_pre_backward(gaussians, optimizers, state, ctx)  # before backward: keeps means2d's gradient
+        loss = photometric_loss + sum(strategy.regularization_losses(gaussians).values())
+        loss.backward()
+        strategy.accumulate_view(gaussians, state, ctx)  # this view's image-plane gradients, visibility, radii
+    # (gradients averaged over the views; `strategy.statistics(gaussians, state)` reduced over the ranks)
     for opt in optimizers.values():
         opt.step()
         opt.zero_grad(set_to_none=True)
-    # (LR schedulers step here)
-    strategy.step_post_backward(gaussians, optimizers, state, ctx)  # may grow, prune or move Gaussians
+    strategy.step_post_backward(gaussians, optimizers, state, replace(ctx, accumulated=True))  # grow, prune, move
 ```
+
+With one view per step, `step_post_backward` with `accumulated=False` (the default) accumulates `ctx.info` itself
+and then refines: the single-hook form of gsplat's strategies, which a strategy that does not implement
+`accumulate_view` keeps (it then trains with one view per step on one process only).
 
 `optimizers` holds one optimizer per trainable entry of `gaussians.params`, keyed by the same name, each with
 exactly one param group holding that one parameter (gsplat's convention). A strategy that changes the number
@@ -31,7 +39,7 @@ from torch's global generator) continues as the uninterrupted run would.
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -58,6 +66,22 @@ class StepContext:
     gaussian_ids."""
     lr_means: float
     """Current learning rate of the means; 3DGS-as-MCMC scales its position noise with it."""
+    accumulated: bool = False
+    """In `step_post_backward`: True when every view of this step has already been passed to `accumulate_view`
+    (and its statistics reduced over the ranks), so the hook only refines; `info` is then one of the views, for
+    hooks that need a render's sizes. False: `info` is the step's one view, whose statistics the hook adds
+    first."""
+
+
+class Statistic(NamedTuple):
+    """A per-Gaussian tensor of a strategy's state that `accumulate_view` adds each view to, named by where it
+    lives: `holder[key]` (None, or absent, until the first view)."""
+
+    holder: dict[str, Any]
+    """The state dict, or a nested dict of it, that holds the tensor."""
+    key: str
+    reduce: Literal["sum", "max"]
+    """How the views' contributions combine: summed (gradient norms, visibility counts) or maxed (screen radii)."""
 
 
 class Strategy(abc.ABC):
@@ -77,11 +101,33 @@ class Strategy(abc.ABC):
     ) -> None:
         """Called after rendering and before `loss.backward()` (e.g. to retain the image-plane gradients)."""
 
+    def accumulate_view(self, gaussians: AnyGaussians, state: StrategyState, ctx: StepContext) -> None:
+        """Called after each view's `loss.backward()`: add that view's statistics (read from `ctx.info`) to
+        `state`, into the tensors `statistics(state)` names, creating them when they are None. A strategy that
+        implements it can train on several views per step and on several ranks; one that has no statistics
+        implements it as a no-op.
+
+        Raises:
+            NotImplementedError: the strategy accumulates inside `step_post_backward` only (one view per step).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} accumulates its statistics in step_post_backward only"
+        )
+
+    def statistics(self, gaussians: AnyGaussians, state: StrategyState) -> list[Statistic]:
+        """The tensors of `state` that `accumulate_view` adds views to, and how views combine (none by default);
+        a holder that is created lazily is created here.
+
+        The trainer sets each to None before a step's views, reduces what the views accumulated over the ranks,
+        and combines it with the value before the step, so every rank refines on the statistics of all views."""
+        return []
+
     @abc.abstractmethod
     def step_post_backward(
         self, gaussians: AnyGaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
     ) -> None:
-        """Called after `loss.backward()` (and the optimizer step): may add, remove or move Gaussians."""
+        """Called once per step after the optimizer step: may add, remove or move Gaussians. Unless
+        `ctx.accumulated`, first adds the statistics of `ctx.info` (the step's one view)."""
 
     def regularization_losses(self, gaussians: AnyGaussians) -> dict[str, Tensor]:
         """Weighted loss terms this strategy asks the trainer to add to the loss (none by default)."""
@@ -102,3 +148,9 @@ def check_optimizers(gaussians: AnyGaussians, optimizers: Optimizers) -> None:
             raise ValueError(f"strategy: optimizer {name!r} must have one param group with one parameter")
         if groups[0]["params"][0] is not gaussians.params[name]:
             raise ValueError(f"strategy: optimizer {name!r} does not point at gaussians.params[{name!r}]")
+
+
+def takes_views(strategy: Strategy) -> bool:
+    """Whether `strategy` accumulates per view (`accumulate_view`), as training on several views per step or on
+    several ranks needs."""
+    return type(strategy).accumulate_view is not Strategy.accumulate_view

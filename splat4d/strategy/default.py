@@ -2,7 +2,9 @@
 image-plane gradient is high, prune transparent and oversized ones, and periodically reset opacities.
 
 Wraps `gsplat.strategy.DefaultStrategy`, which works with any renderer that reports means2d (retained in the
-graph), radii, width, height, n_cameras and gaussian_ids, as `splat4d.render` does.
+graph), radii, width, height, n_cameras and gaussian_ids, as `splat4d.render` does. gsplat's single
+`step_post_backward` is taken in its two halves (gsplat 1.5's `_update_state` per view, then `_grow_gs` and
+`_prune_gs` once per step), so that a step of several views, or of several ranks, refines once on all of them.
 """
 
 from dataclasses import asdict, dataclass
@@ -10,7 +12,7 @@ from dataclasses import asdict, dataclass
 import gsplat.strategy
 
 from splat4d.gaussians import Gaussians
-from splat4d.strategy.base import Optimizers, StepContext, Strategy, StrategyState
+from splat4d.strategy.base import Optimizers, Statistic, StepContext, Strategy, StrategyState
 from splat4d.strategy.gsplat_adapter import gsplat_view
 from splat4d.strategy.ops import reset_opacities
 
@@ -60,7 +62,7 @@ class DefaultStrategyConfig:
 class DefaultStrategy(Strategy):
     """3DGS adaptive density control through gsplat's DefaultStrategy.
 
-    State: grad2d and count (per Gaussian, created at the first post-backward hook; radii too with
+    State: grad2d and count (per Gaussian, created by the first view accumulated; radii too with
     refine_scale2d_stop_iter > 0) and scene_scale.
     """
 
@@ -83,9 +85,14 @@ class DefaultStrategy(Strategy):
         with gsplat_view(gaussians, optimizers) as (params, opts):
             self._gsplat.step_pre_backward(params, opts, state, ctx.step, ctx.info)
 
-    def step_post_backward(
-        self, gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
-    ) -> None:
+    def statistics(self, gaussians: Gaussians, state: StrategyState) -> list[Statistic]:
+        """grad2d and count (summed over views), and radii (maxed) when the screen-space criteria are on."""
+        out = [Statistic(state, "grad2d", "sum"), Statistic(state, "count", "sum")]
+        if self.config.refine_scale2d_stop_iter > 0:
+            out.append(Statistic(state, "radii", "max"))
+        return out
+
+    def accumulate_view(self, gaussians: Gaussians, state: StrategyState, ctx: StepContext) -> None:
         c = self.config
         if ctx.step >= c.refine_stop_iter:
             return
@@ -96,10 +103,30 @@ class DefaultStrategy(Strategy):
             raise ValueError(
                 "DefaultStrategy: means2d has no gradient; call step_pre_backward before backward"
             )
-        with gsplat_view(gaussians, optimizers) as (params, opts):
-            self._gsplat.step_post_backward(params, opts, state, ctx.step, ctx.info, packed=False)
+        # gsplat reads only the number of Gaussians from `params` here (to create the accumulators).
+        self._gsplat._update_state({"means": gaussians.params["means"]}, state, ctx.info, packed=False)
+
+    def step_post_backward(
+        self, gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
+    ) -> None:
+        c = self.config
+        if ctx.step >= c.refine_stop_iter:
+            return
+        if not ctx.accumulated:
+            self.accumulate_view(gaussians, state, ctx)
+        step = ctx.step
+        due = step > c.refine_start_iter and step % c.refine_every == 0
+        if due and step % c.reset_every >= c.pause_refine_after_reset and state["grad2d"] is not None:
+            with gsplat_view(gaussians, optimizers) as (params, opts):
+                n_dupli, n_split = self._gsplat._grow_gs(params, opts, state, step)
+                n_prune = self._gsplat._prune_gs(params, opts, state, step)
+            if c.verbose:
+                print(f"step {step}: {n_dupli} cloned, {n_split} split, {n_prune} pruned → {len(gaussians)}")
+            for key in ("grad2d", "count", "radii"):
+                if state.get(key) is not None:
+                    state[key].zero_()
         # gsplat 1.5.3 tests `step % reset_every == 0 & step > 0`, which chains to `... and 0 > 0` and never
-        # resets, so the reset is done here. It is idempotent, should a later gsplat reset as well.
+        # resets, so the reset is done here.
         if ctx.step > 0 and ctx.step % c.reset_every == 0:
             reset_opacities(gaussians, optimizers, state, value=2.0 * c.prune_opa)
 

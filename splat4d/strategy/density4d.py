@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from splat4d.gaussians import Gaussians4D
-from splat4d.strategy.base import Optimizers, StepContext, Strategy, StrategyState
+from splat4d.strategy.base import Optimizers, Statistic, StepContext, Strategy, StrategyState
 from splat4d.strategy.ops import edit_rows
 
 
@@ -36,7 +36,12 @@ class Density4DConfig:
     grow_scale_t: float = 0.05
     """Temporal scale (normalised time) up to which a growing Gaussian is cloned; longer-lived ones are split."""
     prune_scale3d: float = 0.1
-    """Largest spatial scale, relative to the scene scale, above which a Gaussian is pruned (after a reset)."""
+    """Largest spatial scale, relative to the scene scale, above which a Gaussian is pruned (from
+    `prune_scale_after` on)."""
+    prune_scale_after: int | None = None
+    """Step after which spatially huge Gaussians are pruned too; None: after the first opacity reset
+    (`reset_every`), as 3DGS does. Streamed training (`splat4d.hierarchy.training`), which never resets, sets it to
+    the step of the first reset it skips, so that its scenes are pruned by size as flat training's are."""
     refine_start_iter: int = 500
     refine_stop_iter: int = 15_000
     reset_every: int = 3000
@@ -71,13 +76,21 @@ class Density4DStrategy(Strategy):
             )
         ctx.info["means2d"].retain_grad()
 
+    def statistics(self, gaussians: Gaussians4D, state: StrategyState) -> list[Statistic]:
+        return [Statistic(state, "grad2d", "sum"), Statistic(state, "count", "sum")]
+
+    def accumulate_view(self, gaussians: Gaussians4D, state: StrategyState, ctx: StepContext) -> None:
+        if ctx.step < self.config.refine_stop_iter:
+            self.accumulate(len(gaussians), state, ctx.info)
+
     def step_post_backward(
         self, gaussians: Gaussians4D, optimizers: Optimizers, state: StrategyState, ctx: StepContext
     ) -> None:
         c = self.config
         if ctx.step >= c.refine_stop_iter:
             return
-        self.accumulate(len(gaussians), state, ctx.info)
+        if not ctx.accumulated:
+            self.accumulate(len(gaussians), state, ctx.info)
         if ctx.step > c.refine_start_iter and ctx.step % c.refine_every == 0:
             self.refine(gaussians, optimizers, state, ctx.step)
         if ctx.step > 0 and ctx.step % c.reset_every == 0:
@@ -163,7 +176,7 @@ class Density4DStrategy(Strategy):
         c = self.config
         with torch.no_grad():
             prune = gaussians.opacities < c.prune_opa
-            if step > c.reset_every:
+            if step > (c.reset_every if c.prune_scale_after is None else c.prune_scale_after):
                 prune |= gaussians.scales4[:, :3].amax(-1) > c.prune_scale3d * state["scene_scale"]
             prune[:first_eligible] = False
         if prune.any():

@@ -79,6 +79,9 @@ class MCMCStrategy(Strategy):
         with gsplat_view(gaussians, optimizers) as (params, opts):
             self._gsplat.check_sanity(params, opts)
 
+    def accumulate_view(self, gaussians: Gaussians, state: StrategyState, ctx: StepContext) -> None:
+        """Nothing: MCMC decides from opacities alone, not from per-view statistics."""
+
     def step_post_backward(
         self, gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
     ) -> None:

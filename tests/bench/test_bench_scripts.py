@@ -70,3 +70,25 @@ def test_slice4d_bench_compares_fused_and_torch_slicing_and_measures_render_fps(
     assert {"slice4d_fps_1080p_1m_300f", "slice4d_speedup_vs_torch_slicing_1m_300f"} <= doc["missing"].keys()
     fused = next(row for row in doc["rows"] if row.get("method") == "fused")
     assert fused["max_abs_diff_vs_torch"] < 1e-4
+
+
+@pytest.mark.slow  # three training subprocesses and torchrun's launcher: about 20 s of start-up alone
+def test_distributed_bench_compares_two_ranks_with_one_on_the_same_views(bench, tmp_path: Path) -> None:
+    distributed = bench("distributed")
+    path = distributed.main(
+        ["--device", "cpu", "--steps", "16", "--repeats", "1", "--views", "2", "--size", "16x12"]
+    )
+
+    assert path == tmp_path / "distributed-cpu.json"
+    doc = json.loads(path.read_text())
+    assert doc.keys() >= DOC_KEYS and doc["bench"] == "distributed" and doc["device"] == "cpu"
+    figures = doc["figures"]
+    rate = {name: figures[f"views_per_s_{name}"] for name in distributed.CASES}
+    assert figures["cpu_2rank_speedup"] == pytest.approx(rate["two_ranks"] / rate["two_views"], rel=1e-2)
+    assert figures["cpu_2rank_speedup_vs_one_view"] == pytest.approx(
+        rate["two_ranks"] / rate["one_view"], rel=1e-2
+    )
+    assert "gpu_2rank_speedup" in doc["missing"] and figures["cpu_2rank_efficiency"] > 0
+    two_ranks = next(row for row in doc["rows"] if row["case"] == "two_ranks")
+    assert two_ranks["ranks"] == 2 and two_ranks["views_per_step"] == 2
+    assert two_ranks["max_abs_param_diff_vs_two_views"] < 1e-5  # the same computation

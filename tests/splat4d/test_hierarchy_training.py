@@ -311,3 +311,30 @@ def test_visits_before_coarse_until_train_on_half_resolution_views(tmp_path: Pat
     trainer.train()
     assert views.downscales == [2, 2, 1, 1]  # visits start at steps 0, 15, 30, 45
     assert trainer.step == 60
+
+
+def test_streamed_training_prunes_huge_gaussians_without_opacity_resets(tmp_path: Path) -> None:
+    """Flat training prunes spatially huge Gaussians after its first opacity reset; streamed training never resets,
+    so it prunes them by size from the step of the reset it skips (it once never did)."""
+    from splat4d.strategy.density4d import Density4DConfig
+
+    trainer = _trainer(tmp_path)
+    flat = trainer.strategy_cfg
+    assert flat is not None
+    streamed = trainer._strategy_config()
+    assert streamed.reset_every > trainer.total_steps  # no resets in streamed training
+    assert streamed.prune_scale_after == flat.reset_every
+    g = seed_segments(_initial(), TimeTree(0), 400)[Segment(0, 0)]
+    with torch.no_grad():
+        g.params["log_scales4"][:, :3] = -5.0  # small...
+        g.params["log_scales4"][:7, 0] = 5.0  # ...but 7, far above prune_scale3d × scene scale
+    from splat4d.optim import build_optimizers
+
+    for cfg, step, pruned_expected in ((streamed, flat.reset_every + 1, 7), (streamed, flat.reset_every, 0)):
+        scene = Gaussians4D({k: v.detach().clone() for k, v in g.params.items()}, g.time_period)
+        optimizers = build_optimizers(scene.params, PRESETS["fast"].optim, 3.0)
+        strategy = dataclasses.replace(cfg, grow_grad2d=1e9, prune_opa=0.0).build()
+        state = strategy.init_state(3.0) | {"grad2d": torch.zeros(400), "count": torch.ones(400)}
+        _, pruned = strategy.refine(scene, optimizers, state, step=step)
+        assert pruned == pruned_expected
+    assert Density4DConfig(reset_every=100).prune_scale_after is None  # flat training: after its first reset

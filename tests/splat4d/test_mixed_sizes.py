@@ -246,6 +246,25 @@ def test_a_mixed_scene_exports_a_mesh_and_video_paths_and_shows_in_the_viewer(
         assert fov_y == pytest.approx(2 * math.atan(h / 2 / float(cameras.Ks[i, 1, 1])))
 
 
+def test_a_size_limit_trains_and_evaluates_every_image_downscaled(mixed: Path, tmp_path: Path) -> None:
+    """`--data.max-size` (the `fast` preset's time promise): the 48×36 and 36×48 photos under a 24-pixel limit
+    train and evaluate at half size, and metrics.json says so."""
+    spec, out = PIPELINES["static"], tmp_path / "limited"
+    cfg = spec.with_steps(spec.presets["fast"], STEPS)
+    assert cfg.data.max_size == 512  # the preset's promise: at most 512 pixels a side
+    cfg = dataclasses.replace(
+        cfg,
+        data=DataConfig(path=mixed, test_every=4, max_size=24),
+        trainer=dataclasses.replace(cfg.trainer, progress=False),
+        init=dataclasses.replace(cfg.init, random_points=300),
+    )
+    result = reconstruct(spec, "static", "fast", cfg, out, torch.device("cpu"))
+    assert result.metrics["downscale"] == 2
+    for view in result.metrics["views"]:
+        size = PORTRAIT if int(view["name"][-1]) % 2 else LANDSCAPE
+        assert iio.imread(out / "eval" / f"{view['name']}.png").shape == (size[1] // 2, 3 * (size[0] // 2), 3)
+
+
 def test_a_mixed_scene_trains_in_the_dynamic_pipeline(mixed: Path, tmp_path: Path) -> None:
     result = _train("dynamic", mixed, tmp_path / "dynamic")
     assert result.scene.cameras.times is not None and np.isfinite(result.metrics["psnr"])
@@ -293,4 +312,5 @@ def test_the_working_downscale_fits_the_longest_side_of_every_image() -> None:
     assert working_downscale(llff, 8, 512) == 8  # images_8 read as they are
     assert working_downscale(llff, 8, 300) == 16  # and halved
     with pytest.raises(UsageError, match="--data.max-size"):
-        working_downscale(scene, 1, 0)
+        working_downscale(scene, 1, -1)
+    assert working_downscale(scene, 2, 0) == 2  # 0: no limit
