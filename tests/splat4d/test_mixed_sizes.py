@@ -302,7 +302,9 @@ def test_the_working_downscale_fits_the_longest_side_of_every_image() -> None:
     from splat4d.data.dataset import working_downscale
     from splat4d.errors import UsageError
 
-    scene = SceneData(_cameras([(800, 600), (600, 800), (400, 300)]), [Path("a")] * 3, [None] * 3, [0, 1, 2], [])
+    scene = SceneData(
+        _cameras([(800, 600), (600, 800), (400, 300)]), [Path("a")] * 3, [None] * 3, [0, 1, 2], []
+    )
     assert working_downscale(scene, 1) == 1  # no limit
     assert working_downscale(scene, 1, 800) == 1
     assert working_downscale(scene, 1, 512) == 2  # 400×300 and 300×400
@@ -311,6 +313,6 @@ def test_the_working_downscale_fits_the_longest_side_of_every_image() -> None:
     llff = SceneData(_cameras([(504, 378)]), [Path("a")], [None], [0], [], metadata={"prescaled": 8})
     assert working_downscale(llff, 8, 512) == 8  # images_8 read as they are
     assert working_downscale(llff, 8, 300) == 16  # and halved
-    with pytest.raises(UsageError, match="--data.max-size"):
+    with pytest.raises(UsageError, match=r"--data\.max-size"):
         working_downscale(scene, 1, -1)
     assert working_downscale(scene, 2, 0) == 2  # 0: no limit
