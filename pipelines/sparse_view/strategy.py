@@ -30,7 +30,7 @@ from splat4d.gaussians import Gaussians
 from splat4d.optim import set_lr
 from splat4d.render import RenderOutput
 from splat4d.strategy import DefaultStrategyConfig, Optimizers, StepContext, Strategy, StrategyState
-from splat4d.strategy.base import check_optimizers
+from splat4d.strategy.base import Statistic, check_optimizers
 from splat4d.strategy.ops import append, remove
 
 
@@ -109,6 +109,25 @@ class SparseStrategy(Strategy):
                 view, fields.field_optimizers(optimizers, prefix), field_state, field_ctx
             )
 
+    def statistics(self, gaussians: Gaussians, state: StrategyState) -> list[Statistic]:
+        """Each field's density-control statistics, plus its floater votes (summed over views)."""
+        out = []
+        for prefix, field_state in self._fields(gaussians, state).items():
+            out += self.inner.statistics(fields.field(gaussians, prefix), field_state)
+            if self.config.floater_prune:
+                out += [
+                    Statistic(field_state, "floater_seen", "sum"),
+                    Statistic(field_state, "floater_front", "sum"),
+                ]
+        return out
+
+    def accumulate_view(self, gaussians: Gaussians, state: StrategyState, ctx: StepContext) -> None:
+        for prefix, field_state in self._fields(gaussians, state).items():
+            view, info = fields.field(gaussians, prefix), ctx.info["fields"][prefix]
+            if self.config.floater_prune:
+                _count_votes(field_state, info, len(view))
+            self.inner.accumulate_view(view, field_state, StepContext(ctx.step, info, ctx.lr_means))
+
     def step_post_backward(
         self, gaussians: Gaussians, optimizers: Optimizers, state: StrategyState, ctx: StepContext
     ) -> None:
@@ -117,9 +136,10 @@ class SparseStrategy(Strategy):
         for prefix, field_state in per_field.items():
             view, opts = fields.field(gaussians, prefix), fields.field_optimizers(optimizers, prefix)
             info = ctx.info["fields"][prefix]
-            if c.floater_prune:
+            if c.floater_prune and not ctx.accumulated:
                 _count_votes(field_state, info, len(view))
-            self.inner.step_post_backward(view, opts, field_state, StepContext(ctx.step, info, ctx.lr_means))
+            field_ctx = StepContext(ctx.step, info, ctx.lr_means, accumulated=ctx.accumulated)
+            self.inner.step_post_backward(view, opts, field_state, field_ctx)
             self._refine(view, opts, field_state, ctx.step, state["scene_scale"])
             fields.store(gaussians, prefix, view)
         if len(per_field) == 2 and c.co_prune and self._due(ctx.step, c.co_prune_every):

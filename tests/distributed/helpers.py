@@ -18,14 +18,13 @@ from pathlib import Path
 import torch
 
 from pipelines import PIPELINES
-from pipelines.sparse_view.config import SparseViewConfig
 from splat4d.config_io import with_override
 from splat4d.data.config import DataConfig
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
 from splat4d.distributed import SINGLE, Ranks
 from splat4d.io.checkpoint import load_latest_checkpoint
 from splat4d.reconstruct import Reconstruction, reconstruct
-from splat4d.strategy import STRATEGIES, takes_views
+from splat4d.strategy import STRATEGIES
 from splat4d.trainer import StepCallback
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,12 +60,6 @@ CASES: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     ),
 }
 """Case name → (pipeline, scene, strategy preset or None for the pipeline's, `--set` overrides)."""
-
-
-def available_cases() -> list[str]:
-    """The cases whose strategy accumulates per view (the sparse pipeline's strategy needs `accumulate_view`)."""
-    sparse = SparseViewConfig().strategy.build()
-    return [name for name in CASES if name != "sparse" or takes_views(sparse)]
 
 
 def write_scenes(root: Path) -> Path:

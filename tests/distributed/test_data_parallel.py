@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.distributed.helpers import CASES as ALL_CASES
 from tests.distributed.helpers import (
     NO_REFINE,
     STEPS,
     assert_same_params,
-    available_cases,
     finish,
     run_case,
     start_ranks,
 )
 
-CASES = available_cases()
+CASES = list(ALL_CASES)
 
 
 @pytest.fixture(scope="module")
