@@ -36,6 +36,7 @@ from splat4d.io.atomic import atomic_write_text
 from splat4d.io.checkpoint import CheckpointError, latest_checkpoint, load_latest_checkpoint
 from splat4d.io.ply import write_ply, write_ply_4d
 from splat4d.pipeline import Pipeline, PipelineSpec, load_params
+from splat4d.progress import make_console
 from splat4d.scene_folder import (
     CONFIG_FILE,
     SceneFolderError,
@@ -134,9 +135,7 @@ def check_output(
     """
     out = Path(out)
     check_output_folder(out)
-    resumable = latest_checkpoint(out / "checkpoints") is not None or any(
-        (out / name).is_dir() and any((out / name).iterdir()) for name in state_folders
-    )
+    resumable = has_training_state(out, state_folders)
     if overwrite:
         return False
     if is_scene(out) and resumable:
@@ -174,9 +173,17 @@ def prepare_output(
     return resumable
 
 
+def has_training_state(out: Path, state_folders: tuple[str, ...] = ()) -> bool:
+    """Whether `out` holds a run to resume: a checkpoint, or files in one of `state_folders`."""
+    return latest_checkpoint(out / "checkpoints") is not None or any(
+        (out / name).is_dir() and any((out / name).iterdir()) for name in state_folders
+    )
+
+
 def _remove_partial_output(out: Path, existed: bool) -> None:
-    """Undo what a run that failed before training wrote into `out`: the whole folder when the run created it,
-    else (it was empty) only its contents, so a folder the user made, a mount point or a link stays."""
+    """Undo what a run that failed before it had anything to resume wrote into `out`: the whole folder when the
+    run created it, else (it was empty) only its contents, so a folder the user made, a mount point or a link
+    stays."""
     if not existed:
         shutil.rmtree(out, ignore_errors=True)
         return
@@ -238,7 +245,7 @@ def reconstruct(
     Raises:
         UsageError: several ranks for a pipeline that trains its own way (the long pipeline).
     """
-    console = console or Console()
+    console = console or make_console()
     if not ranks.is_main:
         console = Console(quiet=True)
     out = Path(out)
@@ -254,7 +261,7 @@ def reconstruct(
         )
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=Path(cfg.data.path).resolve()))
 
-    def prepare() -> tuple[bool, SceneData]:
+    def prepare() -> tuple[bool, SceneData, bool | None]:
         if not cfg.data.path.exists():
             raise DatasetError(f"{cfg.data.path}: does not exist")
         record = _record(pipeline_name, preset, cfg)
@@ -275,42 +282,56 @@ def reconstruct(
             f"{0 if scene.points is None else len(scene.points)} initial points"
         )
         write_cameras_json(out / "cameras.json", scene)
-        return resuming, scene
+        # Whether this run made the folder (True), found it empty (False) or found a scene in it (None).
+        made = None if existed and not was_empty else not existed
+        return resuming, scene, made
 
-    resuming, scene = ranks.from_main(prepare, "waiting for rank 0 to read the input")
-    if spec.train is not None:  # a method with its own training loop
+    def train_and_evaluate() -> Reconstruction:
+        if spec.train is not None:  # a method with its own training loop
+            if not resuming:
+                console.print(
+                    f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {device}"
+                )
+            pipeline, figures = spec.train(cfg, scene, out, device, console)
+            metrics = evaluate_scene(pipeline, scene, cfg, out, device, extra=figures)
+            return Reconstruction(pipeline, scene, metrics)
+        train_data = ImageDataset(scene, scene.train_indices, run_downscale(scene, cfg), device)
+        pipeline = spec.build(cfg, scene, device)
+        if on_built is not None:
+            on_built(pipeline, scene)
+        trainer = Trainer(
+            pipeline, cfg.strategy.build(), train_data, out, scene_scale(scene.cameras), cfg.trainer, cfg.optim,
+            callbacks=callbacks, console=console, ranks=ranks,
+        )  # fmt: skip
         if not resuming:
-            console.print(f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {device}")
-        pipeline, figures = spec.train(cfg, scene, out, device, console)
-        metrics = evaluate_scene(pipeline, scene, cfg, out, device, extra=figures)
+            on = f"{ranks.world_size} ranks ({device.type})" if ranks.distributed else str(device)
+            console.print(
+                f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {on}, "
+                f"at {train_data.cameras.describe_size()}"
+            )
+        result = trainer.train()
+        if not ranks.is_main:
+            return Reconstruction(pipeline, scene, {})
+        if isinstance(pipeline.gaussians, Gaussians4D):  # the documented 4D extension of the 3DGS layout
+            write_ply_4d(out / "point_cloud.ply", pipeline.gaussians)
+        else:
+            write_ply(out / "point_cloud.ply", pipeline.gaussians)
+        metrics = evaluate_scene(
+            pipeline, scene, cfg, out, device,
+            extra={"steps": result.step, "train_seconds": result.seconds, "views_per_step": trainer.views_per_step,
+                   "ranks": ranks.world_size},
+        )  # fmt: skip
         return Reconstruction(pipeline, scene, metrics)
-    train_data = ImageDataset(scene, scene.train_indices, run_downscale(scene, cfg), device)
-    pipeline = spec.build(cfg, scene, device)
-    if on_built is not None:
-        on_built(pipeline, scene)
-    trainer = Trainer(
-        pipeline, cfg.strategy.build(), train_data, out, scene_scale(scene.cameras), cfg.trainer, cfg.optim,
-        callbacks=callbacks, console=console, ranks=ranks,
-    )  # fmt: skip
-    if not resuming:
-        on = f"{ranks.world_size} ranks ({device.type})" if ranks.distributed else str(device)
-        console.print(
-            f"training {pipeline_name} ({preset}) for {cfg.trainer.steps} steps on {on}, "
-            f"at {train_data.cameras.describe_size()}"
-        )
-    result = trainer.train()
-    if not ranks.is_main:
-        return Reconstruction(pipeline, scene, {})
-    if isinstance(pipeline.gaussians, Gaussians4D):  # the documented 4D extension of the 3DGS layout
-        write_ply_4d(out / "point_cloud.ply", pipeline.gaussians)
-    else:
-        write_ply(out / "point_cloud.ply", pipeline.gaussians)
-    metrics = evaluate_scene(
-        pipeline, scene, cfg, out, device,
-        extra={"steps": result.step, "train_seconds": result.seconds, "views_per_step": trainer.views_per_step,
-               "ranks": ranks.world_size},
-    )  # fmt: skip
-    return Reconstruction(pipeline, scene, metrics)
+
+    resuming, scene, made = ranks.from_main(prepare, "waiting for rank 0 to read the input")
+    try:
+        return train_and_evaluate()
+    except BaseException:
+        # A run that stops before it has anything to resume (a failure while building or in its first steps)
+        # leaves no half-made scene (a config.yaml and a cache) where there was none.
+        if ranks.is_main and made is not None and not has_training_state(out, spec.state_folders):
+            _remove_partial_output(out, existed=not made)
+        raise
 
 
 def _load_scene(spec: PipelineSpec, cfg: Any, workdir: Path) -> SceneData:

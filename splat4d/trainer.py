@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
 from splat4d.data.dataset import ImageDataset, TrainSampler
@@ -42,6 +41,7 @@ from splat4d.io.checkpoint import (
 )
 from splat4d.optim import OptimConfig, build_optimizers, set_lr
 from splat4d.pipeline import Pipeline, load_params
+from splat4d.progress import make_console, training_progress
 from splat4d.strategy import Statistic, StepContext, Strategy, takes_views
 
 
@@ -123,7 +123,7 @@ class Trainer:
         self.cfg = cfg or TrainerConfig()
         self.optim_cfg = optim or OptimConfig()
         self.callbacks = callbacks or []
-        self.console = console or Console()
+        self.console = console or make_console()
         self.ranks = ranks
         self.checkpoint_dir = self.out_dir / "checkpoints"
         self.log_path = self.out_dir / "log.jsonl"
@@ -414,7 +414,7 @@ class Trainer:
         self.save()
         return TrainResult(self.step, self.seconds, len(self.pipeline.gaussians))
 
-    def _log(self, logs: dict[str, float], progress: Progress, task: Any, start_step: int) -> None:
+    def _log(self, logs: dict[str, float], progress: Any, task: Any, start_step: int) -> None:
         n = len(self.pipeline.gaussians)
         if self.step % 10 == 0 or self.step == self.cfg.steps:
             rate = (self.step - start_step) / max(self.seconds, 1e-9) if self.step > start_step else 0.0
@@ -462,18 +462,3 @@ def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, dict):
         return {k: _to_device(v, device) for k, v in value.items()}
     return value
-
-
-@contextmanager
-def training_progress(enabled: bool, console: Console) -> Iterator[Progress]:
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-    )
-    with progress:
-        yield progress

@@ -18,6 +18,7 @@ import torch
 import viser
 from rich.console import Console
 
+from splat4d.progress import make_console
 from viewer.camera import cameras_to_viser
 from viewer.client import ClientRenderer, ViewState
 from viewer.live import LiveTraining
@@ -66,7 +67,7 @@ class ViewerApp:
         self.source = source
         self.device = torch.device(device)
         self.training = training
-        self.console = console or Console()
+        self.console = console or make_console()
         if cfg.host not in LOCAL_HOSTS:
             self.console.print(
                 f"[yellow]warning:[/] the viewer listens on {cfg.host}: anyone who can reach this machine on port "

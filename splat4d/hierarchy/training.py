@@ -74,9 +74,10 @@ from splat4d.hierarchy.storage import write_segments
 from splat4d.hierarchy.tree import Segment, TimeTree
 from splat4d.interrupts import terminate_as_interrupt
 from splat4d.optim import Optim4DConfig, build_optimizers, set_lr
+from splat4d.progress import make_console, training_progress
 from splat4d.strategy import StepContext
 from splat4d.strategy.density4d import Density4DConfig, Density4DStrategy
-from splat4d.trainer import TrainingInterrupted, training_progress
+from splat4d.trainer import TrainingInterrupted
 
 INSIDE = 0.98
 """Initial half-lifespan of a segment's Gaussians as a fraction of half the segment: just inside it."""
@@ -230,7 +231,7 @@ class StreamedTrainer:
         self.optim = optim or Optim4DConfig()
         self.strategy_cfg = strategy
         self.device = torch.device(device)
-        self.console = console or Console()
+        self.console = console or make_console()
         self.leaf_views = self._views_per_leaf()
         self.schedule = self._schedule()
         self.sweeps_per_refine = self._sweeps_per_refine()

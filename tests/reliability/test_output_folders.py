@@ -223,3 +223,17 @@ def test_overwrite_keeps_pngs_in_eval_that_splat4d_did_not_render(capsys, photos
     assert run_cli(capsys, "reconstruct", photos, "-o", out, "--overwrite", *FAST).status == 0
     assert (out / "eval" / "my_screenshot.png").read_bytes() == b"mine"
     assert sorted(p.name for p in (out / "eval").glob("*.png")) == sorted([*renders, "my_screenshot.png"])
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_half_made_scene(capsys, photos, tmp_path):
+    """An image that turns out unreadable only when training loads it: the folder the run made goes, and a folder
+    the user made is left empty, not holding a config.yaml and a cache of a run that cannot resume."""
+    train_image = sorted((photos / "images").glob("*.png"))[1]
+    train_image.write_bytes(train_image.read_bytes()[:300])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for out in (tmp_path / "scene", mine):
+        line = assert_one_line_error(run_cli(capsys, "reconstruct", photos, "-o", out, *FAST), train_image)
+        assert "truncated" in line
+    assert not (tmp_path / "scene").exists()
+    assert mine.is_dir() and not any(mine.iterdir())
