@@ -11,6 +11,9 @@ The rule splat4d follows, so that every reader is consistent end to end:
   when any photo (or mask) carries an orientation other than 1, SfM, undistortion and training all read upright
   copies written once into the work folder (`upright_copies`), so the cameras describe the photos as they are
   shown. Photos already upright are linked, not copied.
+- A video that splat4d poses itself (`splat4d.data.sfm.read_video`) is read **upright** too: phones record a
+  portrait video as landscape frames plus a display matrix saying how to turn them (ffprobe's "rotation of
+  -90.00 degrees"), and the kept frames are written turned as a player shows them (`upright_video_frame`).
 - Datasets that come with cameras (COLMAP, nerfstudio, LLFF, Blender, N3DV) are read **as stored**: their
   intrinsics and poses were computed on the stored pixels (COLMAP ignores the tag), so applying it would turn the
   image under its camera. When such an image does not match its camera but would once turned upright, the error
@@ -49,6 +52,19 @@ def exif_orientation(path: Path) -> int:
     except (*IMAGE_ERRORS, Image.DecompressionBombError):
         return UPRIGHT
     return value if isinstance(value, int) and 1 <= value <= 8 else UPRIGHT
+
+
+def upright_video_frame(image: Image.Image, rotation: int | float) -> Image.Image:
+    """A decoded video frame turned as a player shows it: `rotation` is the counter-clockwise angle of the
+    stream's display matrix in degrees (PyAV's `VideoFrame.rotation`), rounded to a quarter turn (cameras
+    record only those)."""
+    quarter_turns = round(rotation / 90.0) % 4
+    if quarter_turns == 0:
+        return image
+    turn = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)[
+        quarter_turns - 1
+    ]
+    return image.transpose(turn)
 
 
 def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:

@@ -47,7 +47,7 @@ from splat4d.data.checks import image_header_size
 from splat4d.data.colmap import PYCOLMAP_ERRORS, image_size, scene_from_reconstruction
 from splat4d.data.colmap_files import check_model_files
 from splat4d.data.config import DataConfig, SfmConfig, VideoConfig
-from splat4d.data.orientation import upright_copies
+from splat4d.data.orientation import upright_copies, upright_video_frame
 from splat4d.data.undistort import quiet_colmap, replace_dir, stamp_matches
 from splat4d.data.video import VIDEO_HINT, av_reason
 from splat4d.errors import UsageError, one_line
@@ -379,7 +379,8 @@ def _write_frames(video: Path, video_cfg: VideoConfig, folder: Path, progress: b
         for frame in container.decode(container.streams.video[0]):
             if frame.pts in keep:
                 name = f"frame_{len(times):05d}.jpg"
-                frame.to_image().save(folder / name, quality=FRAME_JPEG_QUALITY)
+                image = upright_video_frame(frame.to_image(), frame.rotation)
+                image.save(folder / name, quality=FRAME_JPEG_QUALITY)
                 times[name] = frame.pts * time_base
                 bar.advance(task)
     if not times:
@@ -417,6 +418,7 @@ def extract_frames(
         "video": [video.name, stat.st_size, stat.st_mtime_ns],
         "fps": video_cfg.fps,
         "max_frames": video_cfg.max_frames,
+        "upright": True,  # frames turned by the display matrix (caches written before that are rebuilt)
     }
     if not stamp_matches(folder, key):
         av = _av()

@@ -1,6 +1,6 @@
 """EXIF orientation: photos written with each orientation tag 1..8 come out upright, photo folders posed by SfM are
-read upright end to end (a phone's set of sideways-stored portraits and landscapes), and datasets with cameras
-name a photo stored turned."""
+read upright end to end (a phone's set of sideways-stored portraits and landscapes), so are a phone video's frames
+(turned by its display matrix), and datasets with cameras name a photo stored turned."""
 
 import json
 import math
@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from splat4d.data.base import DatasetError
-from splat4d.data.config import DataConfig, SfmConfig
+from splat4d.data.config import DataConfig, SfmConfig, VideoConfig
 from splat4d.data.dataset import ImageDataset
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.orientation import ORIENTATION_TAG, exif_orientation, upright_copies, upright_size
-from splat4d.data.sfm import read_images
+from splat4d.data.sfm import extract_frames, read_images
 from splat4d.data.synthetic import Intrinsics, SampleConfig, render_view, scene_layout, write_sample_scene
 from splat4d.geometry import similarity_residuals
 
@@ -100,6 +100,37 @@ def test_a_set_with_one_turned_photo_links_the_others(tmp_path: Path) -> None:
     mtime = copies[1].stat().st_mtime_ns
     assert upright_copies(files, tmp_path / "cache", progress=False) == copies  # reused while unchanged
     assert copies[1].stat().st_mtime_ns == mtime
+
+
+def write_phone_video(path: Path, upright: np.ndarray, rotation: int, frames: int = 4) -> None:
+    """An H.264 video of `upright` as a phone records it: frames stored turned, with a display matrix rotating
+    them `rotation` degrees counter-clockwise for display (an upright portrait video: -90, "rotation of -90.00
+    degrees" in ffprobe)."""
+    import av
+
+    stored = np.ascontiguousarray(np.rot90(upright, -rotation // 90))  # display turns it back by `rotation`
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=4, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = stored.shape[1], stored.shape[0], "yuv444p"
+        stream.set_display_rotation(rotation)
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("rotation", [0, -90, 90, 180])
+def test_frames_of_a_phone_video_come_out_as_a_player_shows_them(tmp_path: Path, rotation: int) -> None:
+    upright = _pattern()
+    video = tmp_path / "clip.mp4"
+    write_phone_video(video, upright, rotation)
+    times = extract_frames(video, VideoConfig(fps=4.0), tmp_path / "frames", progress=False)
+    assert len(times) == 4
+    for name in times:
+        pixels = iio.imread(tmp_path / "frames" / name)
+        assert pixels.shape == upright.shape
+        np.testing.assert_allclose(_block_means(pixels), _block_means(upright), atol=JPEG_TOLERANCE)
 
 
 def test_a_dataset_photo_stored_turned_is_named_with_its_orientation(tmp_path: Path) -> None:
