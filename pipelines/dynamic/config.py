@@ -35,6 +35,14 @@ class DynamicConfig:
     """Weight of the temporal-opacity regulariser (mean opacity × temporal weight at the view's time)."""
     motion_smoothness_weight: float = 1e-3
     """Weight of the motion-smoothness regulariser (velocity differences between spatial neighbours)."""
+    motion_sparsity_weight: float = 0.0
+    """Weight of the motion-sparsity regulariser (mean |velocity| of the Gaussians alive at t: most of a scene is
+    still)."""
+    lifespan_floor: float = 0.0
+    """Temporal standard deviation (normalised time) below which a Gaussian alive at t is penalised
+    (`lifespan_weight`); 0: off. Against one Gaussian per frame explaining one view of a moving camera."""
+    lifespan_weight: float = 0.1
+    """Weight of the lifespan-floor regulariser (when `lifespan_floor` > 0)."""
     background: tuple[float, float, float] | None = None
     """Background colour; None: the dataset's (white for D-NeRF / Blender scenes, else black)."""
     antialiased: bool = False

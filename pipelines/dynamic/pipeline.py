@@ -1,5 +1,5 @@
 """The dynamic training step: render the batch's camera at its capture time, photometric loss plus the
-temporal-opacity and motion-smoothness regularisers.
+temporal-opacity, motion-smoothness, motion-sparsity and lifespan-floor regularisers (`regularizers`).
 
 Run it with `splat4d reconstruct DATASET -o OUT --pipeline dynamic` (see `--help`).
 """
@@ -48,6 +48,14 @@ class DynamicPipeline:
             reg = regularizers.motion_smoothness(self.gaussians, kept, sliced_means)
             loss = loss + cfg.motion_smoothness_weight * reg
             logs["motion_smoothness"] = float(reg.detach())
+        if cfg.motion_sparsity_weight > 0:
+            reg = regularizers.motion_sparsity(self.gaussians, out.info["kept_ids"])
+            loss = loss + cfg.motion_sparsity_weight * reg
+            logs["motion_sparsity"] = float(reg.detach())
+        if cfg.lifespan_floor > 0 and cfg.lifespan_weight > 0:
+            reg = regularizers.lifespan_floor(self.gaussians, out.info["kept_ids"], cfg.lifespan_floor)
+            loss = loss + cfg.lifespan_weight * reg
+            logs["lifespan_floor"] = float(reg.detach())
         with torch.no_grad():
             logs["psnr"] = float(psnr(out.rgb.detach(), batch.rgb).mean())
             logs["sh_degree"] = degree

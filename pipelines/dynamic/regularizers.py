@@ -6,7 +6,15 @@
 - Motion smoothness: a 4D Gaussian sliced at t moves with constant velocity v = Σ_xyz,t / Σ_tt (the slope of its
   conditional mean). Neighbours in space (among the Gaussians alive at t) should move alike, as points of one
   object do: the mean L1 difference of v to its k nearest neighbours, on a random subset for speed.
+- Motion sparsity: most of a scene does not move. The mean |v| of the Gaussians alive at t: a Gaussian moves only
+  where the views pay for it, instead of drifting to explain one view each (one moving camera sees each moment once).
+- Lifespan floor: a Gaussian whose temporal standard deviation sqrt(Σ_tt) is below a floor lives for about one
+  frame, and one camera position sees it: nothing stops it from fitting that view alone, as a floater in the others.
+  The mean of max(0, log floor − log sqrt(Σ_tt)) over the Gaussians alive at t makes each one live long enough to be
+  seen from several positions (multi-view consistency through time).
 """
+
+import math
 
 import torch
 from torch import Tensor
@@ -43,3 +51,19 @@ def motion_smoothness(
     )  # [M, k], self excluded
     v = velocities(gaussians)[ids]
     return (v[:, None] - v[neighbours]).abs().mean()
+
+
+def motion_sparsity(gaussians: Gaussians4D, kept_ids: Tensor) -> Tensor:
+    """Mean |v| (L1 over x, y, z) of the Gaussians `kept_ids`."""
+    if len(kept_ids) == 0:
+        return gaussians.covars4.new_zeros(())
+    return velocities(gaussians)[kept_ids].abs().sum(-1).mean()
+
+
+def lifespan_floor(gaussians: Gaussians4D, kept_ids: Tensor, floor: float) -> Tensor:
+    """Mean of max(0, log `floor` − log σ_t) over the Gaussians `kept_ids`, σ_t = sqrt(Σ_tt) their temporal
+    standard deviation in normalised time."""
+    if len(kept_ids) == 0:
+        return gaussians.covars4.new_zeros(())
+    log_sigma_t = 0.5 * torch.log(gaussians.covars4[kept_ids, 9].clamp_min(1e-20))
+    return torch.relu(math.log(floor) - log_sigma_t).mean()

@@ -97,3 +97,41 @@ def test_temporal_opacity_grows_with_lifespans() -> None:
     g = Gaussians4D.from_points(torch.randn(10, 3), torch.rand(10, 3), torch.full((10,), 0.5), sh_degree=0)
     w_short, w_long = torch.full((10,), 0.1), torch.full((10,), 0.9)
     assert regularizers.temporal_opacity(g, w_short) < regularizers.temporal_opacity(g, w_long)
+
+
+def _tilted(n: int, moving: int) -> Gaussians4D:
+    """`n` Gaussians, the first `moving` of them tilted in x–t (so they move), the rest still."""
+    g = Gaussians4D.from_points(torch.randn(n, 3), torch.rand(n, 3), torch.full((n,), 0.5), sh_degree=0)
+    with torch.no_grad():
+        g.params["quats_l"][:moving] = torch.nn.functional.normalize(
+            torch.tensor([1.0, 0.3, 0.2, 0.1]), dim=0
+        )
+    return g
+
+
+def test_motion_sparsity_is_zero_for_a_still_scene_and_pulls_moving_gaussians_towards_rest() -> None:
+    still = _tilted(16, moving=0)
+    kept = torch.arange(16)
+    assert float(regularizers.motion_sparsity(still, kept).detach()) == pytest.approx(0.0, abs=1e-6)
+    g = _tilted(16, moving=4)
+    loss = regularizers.motion_sparsity(g, kept)
+    expected = regularizers.velocities(g).detach().abs().sum(-1).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected)) and float(expected) > 0
+    loss.backward()
+    grad = g.params["quats_l"].grad.abs().sum(-1)
+    assert grad[:4].min() > 0 and grad[4:].max() == 0  # only the moving ones are pulled
+    assert float(regularizers.motion_sparsity(g, kept[4:]).detach()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lifespan_floor_penalises_only_gaussians_that_live_shorter_than_the_floor() -> None:
+    g = Gaussians4D.from_points(torch.randn(8, 3), torch.rand(8, 3), torch.full((8,), 0.5), sh_degree=0)
+    with torch.no_grad():  # no space-time rotation: sqrt(Σ_tt) is the temporal scale
+        g.params["log_scales4"][:, 3] = torch.log(torch.tensor([0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]))
+    kept = torch.arange(8)
+    loss = regularizers.lifespan_floor(g, kept, floor=0.05)
+    expected = (torch.log(torch.tensor(0.05 / 0.01)) + torch.log(torch.tensor(0.05 / 0.02))) / 8
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
+    loss.backward()
+    grad = g.params["log_scales4"].grad[:, 3]
+    assert (grad[:2] < 0).all() and (grad[2:] == 0).all()  # gradient descent lengthens the short-lived only
+    assert float(regularizers.lifespan_floor(g, kept[2:], floor=0.05).detach()) == 0.0

@@ -1,0 +1,84 @@
+"""Ablation of the dynamic pipeline's levers for one moving camera: each lever alone, switched on (or off) against
+the `fast` preset, on the procedural monocular scene and the real D-NeRF lego, at a reduced size so that the whole
+table fits a CPU session (`--downscale`, `--steps`; the full-size figures are bench/dynamic.py's). Writes
+bench/results/dynamic-ablation-<device>.json (format: ../shared/BENCH.md): one row per (scene, lever) and figures
+`ablation_<scene>_<lever>_psnr`.
+
+    flock /tmp/splat4d_bench.lock python bench/dynamic_ablation.py --device cpu
+    python bench/dynamic_ablation.py --device cpu --scenes monocular --levers baseline lifespan_floor
+
+Levers (pipelines/dynamic/config.py and regularizers.py say what each does):
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from common import RESULTS, device_name, write_results
+from dynamic import DNERF, _data, run_scene
+
+from splat4d.data.synthetic import load_recipe
+from splat4d.reconstruct import resolve_device
+
+REPO = Path(__file__).resolve().parent.parent
+LEVERS: dict[str, tuple[str, ...]] = {
+    "baseline": (),
+    "no_temporal_opacity": ("temporal_opacity_weight=0",),
+    "no_motion_smoothness": ("motion_smoothness_weight=0",),
+    "motion_smoothness_x30": ("motion_smoothness_weight=0.03",),
+    "motion_sparsity": ("motion_sparsity_weight=0.01",),
+    "lifespan_floor": ("lifespan_floor=0.06",),
+    "time_copies_8": ("init.time_copies=8", "init.init_time_scale=0.125"),
+    "time_copies_1": ("init.time_copies=1", "init.init_time_scale=0.5"),
+}
+"""Lever name → the `--set` assignments that switch it, each against the fast preset as it is."""
+__doc__ += "".join(
+    f"    {name}: {' '.join(sets) or '(the fast preset as it is)'}\n" for name, sets in LEVERS.items()
+)
+SCENES = ("monocular", "multiview", *DNERF)
+
+
+def figure_key(scene: str, lever: str) -> str:
+    return f"ablation_{scene}_{lever}_psnr"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--scenes", nargs="+", default=["monocular", *DNERF], choices=SCENES)
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument("--steps", type=int, default=1200, help="training steps (the fast preset's scaled)")
+    parser.add_argument("--downscale", type=int, default=2, help="train and score at 1/k of the resolution")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    path = RESULTS / f"dynamic-ablation-{device_name(device)}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    figures, rows = dict(old.get("figures", {})), list(old.get("rows", []))
+    recipe = load_recipe(REPO / "assets" / "samples" / "dynamic.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for scene in args.scenes:
+            if scene in DNERF and not DNERF[scene].is_dir():
+                print(f"{DNERF[scene]} not found: {scene} skipped", file=sys.stderr)
+                continue
+            for lever in args.levers:
+                data = _data(scene, recipe, work, args.downscale)
+                row = run_scene(scene, data, args.steps, device, work, "dynamic", LEVERS[lever])
+                row.update(lever=lever, downscale=args.downscale)
+                rows = [r for r in rows if (r.get("scene"), r.get("lever")) != (row["scene"], lever)]
+                rows.append(row)
+                figures[figure_key(scene, lever)] = round(row["test_psnr"], 3)
+                print(f"{scene} {lever}: {row['test_psnr']:.2f} dB, {row['num_gaussians']} G, "
+                      f"{row['train_seconds']} s", flush=True)  # fmt: skip
+                # written after every run: a long table survives an interrupted session
+                path = write_results("dynamic-ablation", device, figures, rows, {})
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
