@@ -101,8 +101,9 @@ def test_the_ablation_trains_each_lever_with_its_settings_and_writes_its_figure(
     assert path.name == "dynamic-ablation-cpu.json"
     assert set(doc["figures"]) == {f"ablation_monocular_{lever}_psnr" for lever in levers}
     rows = {r["lever"]: r for r in doc["rows"]}
-    assert rows["lifespan_floor"]["overrides"] == ["lifespan_floor=0.06"]
-    assert rows["baseline"]["overrides"] == [] and rows["baseline"]["resolution"] == [40, 30]
+    base = list(benches.dynamic_ablation.BASE)
+    assert rows["lifespan_floor"]["overrides"] == [*base, "lifespan_floor=0.06"]  # the last assignment wins
+    assert rows["baseline"]["overrides"] == base and rows["baseline"]["resolution"] == [40, 30]
     # a second run of one lever replaces its row and keeps the other
     benches.dynamic_ablation.main(
         [
