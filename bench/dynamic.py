@@ -113,32 +113,35 @@ def default_steps(name: str) -> int:
     return DNERF_STEPS if name in DNERF else STEPS
 
 
+def _training_span(scene) -> tuple[float, float]:
+    """The earliest and latest capture time of `scene`'s training views."""
+    train = [float(scene.cameras.times[i]) for i in scene.train_indices]
+    return min(train), max(train)
+
+
 def in_span(scene) -> list[bool]:
     """For each test view of `scene` (in `scene.test_indices` order, as metrics.json lists them), whether its time
     lies within the training views' times [min, max]: interpolation in time rather than extrapolation."""
-    times = scene.cameras.times
-    train = [float(times[i]) for i in scene.train_indices]
-    lo, hi = min(train), max(train)
-    return [lo <= float(times[i]) <= hi for i in scene.test_indices]
+    lo, hi = _training_span(scene)
+    return [lo <= float(scene.cameras.times[i]) <= hi for i in scene.test_indices]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _time_span_row(scene, views: list[dict]) -> dict:
     """The row's time-span columns: the training span, the test times and the PSNR of the test views inside it."""
-    times = scene.cameras.times
     inside = in_span(scene)
-    train = [float(times[i]) for i in scene.train_indices]
     kept = [v["psnr"] for v, ok in zip(views, inside, strict=True) if ok]
+    outside = [v["psnr"] for v, ok in zip(views, inside, strict=True) if not ok]
     return {
-        "train_time_span": [round(min(train), 4), round(max(train), 4)],
-        "test_times": [round(float(times[i]), 4) for i in scene.test_indices],
+        "train_time_span": [round(t, 4) for t in _training_span(scene)],
+        "test_times": [round(float(scene.cameras.times[i]), 4) for i in scene.test_indices],
         "test_psnr_per_view": [round(v["psnr"], 3) for v in views],
         "num_test_views_in_span": len(kept),
-        "test_psnr_in_span": sum(kept) / len(kept) if kept else None,
-        "test_psnr_out_of_span": (
-            sum(v["psnr"] for v, ok in zip(views, inside, strict=True) if not ok) / (len(views) - len(kept))
-            if len(kept) < len(views)
-            else None
-        ),
+        "test_psnr_in_span": _mean(kept),
+        "test_psnr_out_of_span": _mean(outside),
     }
 
 
