@@ -7,7 +7,7 @@ activations are read-only properties, named differently from the raw tensors (`l
 import math
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from scipy.spatial import cKDTree
 from torch import Tensor
 
@@ -231,9 +231,19 @@ class Gaussians4D(torch.nn.Module):
     @property
     def covars4(self) -> Float[Tensor, "N 10"]:
         """Packed 4D covariances (xx, xy, xz, xt, yy, yz, yt, zz, zt, tt) from scales and rotation."""
+        return self.covars4_of(None)
+
+    def covars4_of(self, ids: Int[Tensor, " M"] | None) -> Float[Tensor, "M 10"]:
+        """`covars4` of the Gaussians `ids` only (all of them for None), built from those rows alone: regularisers
+        that look at the Gaussians alive at one time need not build every covariance."""
+
+        def rows(name: str) -> Tensor:
+            return self.params[name] if ids is None else self.params[name][ids]
+
+        scales4 = torch.exp(rows("log_scales4"))
         if "rotors" in self.params:
-            return cr.covar4d_from_rotors(self.params["rotors"], self.scales4)
-        return cr.covar4d_from_quats(self.params["quats_l"], self.params["quats_r"], self.scales4)
+            return cr.covar4d_from_rotors(rows("rotors"), scales4)
+        return cr.covar4d_from_quats(rows("quats_l"), rows("quats_r"), scales4)
 
 
 def _mean_knn_distance(points: Float[Tensor, "N 3"], k: int) -> Float[Tensor, " N"]:

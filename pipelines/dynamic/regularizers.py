@@ -26,9 +26,10 @@ def temporal_opacity(gaussians: Gaussians4D, temporal_weights: Tensor) -> Tensor
     return (gaussians.opacities * temporal_weights).mean()
 
 
-def velocities(gaussians: Gaussians4D) -> Tensor:
-    """[N, 3] velocity of each Gaussian's conditional mean, in scene units per unit of normalised time."""
-    c = gaussians.covars4  # xx, xy, xz, xt, yy, yz, yt, zz, zt, tt
+def velocities(gaussians: Gaussians4D, ids: Tensor | None = None) -> Tensor:
+    """[N, 3] velocity of each Gaussian's conditional mean (of the Gaussians `ids` only, [M, 3], when given), in
+    scene units per unit of normalised time."""
+    c = gaussians.covars4_of(ids)  # xx, xy, xz, xt, yy, yz, yt, zz, zt, tt
     return c[:, [3, 6, 8]] / c[:, 9:10].clamp_min(1e-12)
 
 
@@ -49,21 +50,21 @@ def motion_smoothness(
     neighbours = (
         torch.cdist(points, points).topk(k + 1, largest=False).indices[:, 1:]
     )  # [M, k], self excluded
-    v = velocities(gaussians)[ids]
+    v = velocities(gaussians, ids)
     return (v[:, None] - v[neighbours]).abs().mean()
 
 
 def motion_sparsity(gaussians: Gaussians4D, kept_ids: Tensor) -> Tensor:
     """Mean |v| (L1 over x, y, z) of the Gaussians `kept_ids`."""
     if len(kept_ids) == 0:
-        return gaussians.covars4.new_zeros(())
-    return velocities(gaussians)[kept_ids].abs().sum(-1).mean()
+        return gaussians.means4.new_zeros(())
+    return velocities(gaussians, kept_ids).abs().sum(-1).mean()
 
 
 def lifespan_floor(gaussians: Gaussians4D, kept_ids: Tensor, floor: float) -> Tensor:
     """Mean of max(0, log `floor` − log σ_t) over the Gaussians `kept_ids`, σ_t = sqrt(Σ_tt) their temporal
     standard deviation in normalised time."""
     if len(kept_ids) == 0:
-        return gaussians.covars4.new_zeros(())
-    log_sigma_t = 0.5 * torch.log(gaussians.covars4[kept_ids, 9].clamp_min(1e-20))
+        return gaussians.means4.new_zeros(())
+    log_sigma_t = 0.5 * torch.log(gaussians.covars4_of(kept_ids)[:, 9].clamp_min(1e-20))
     return torch.relu(math.log(floor) - log_sigma_t).mean()

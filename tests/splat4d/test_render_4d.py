@@ -204,3 +204,18 @@ def test_cuda_render_4d_matches_cpu_render() -> None:
     gpu = render(scene.to("cuda"), cameras.to("cuda"), t=0.4)
     torch.testing.assert_close(gpu.rgb.cpu(), cpu.rgb, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(gpu.info["kept_ids"].cpu(), cpu.info["kept_ids"])
+
+
+@pytest.mark.parametrize("rotation", ["quats", "rotors"])
+def test_covariances_of_some_gaussians_are_those_rows_of_all_of_them(rotation) -> None:
+    g = Gaussians4D.from_points(
+        torch.randn(40, 3), torch.rand(40, 3), torch.rand(40), sh_degree=1, rotation=rotation
+    )
+    with torch.no_grad():
+        for name in ("quats_l", "quats_r", "rotors"):
+            if name in g.params:
+                g.params[name][:] = torch.nn.functional.normalize(torch.randn_like(g.params[name]), dim=-1)
+        g.params["log_scales4"][:] = torch.log(torch.rand(40, 4) * 0.3 + 0.05)
+    ids = torch.tensor([0, 5, 17, 39])
+    torch.testing.assert_close(g.covars4_of(ids), g.covars4[ids])
+    torch.testing.assert_close(g.covars4_of(None), g.covars4)
