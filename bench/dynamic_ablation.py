@@ -23,9 +23,14 @@ from splat4d.data.synthetic import load_recipe
 from splat4d.reconstruct import resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
-BASE = ("motion_sparsity_weight=0", "lifespan_floor=0")
-"""The fast preset as it was before this ablation made motion sparsity and the lifespan floor defaults: every
-lever is measured against it (the committed rows were run before the change, with the same meaning)."""
+BASES: dict[str, tuple[str, ...]] = {
+    "original": ("motion_sparsity_weight=0", "lifespan_floor=0", "strategy.split_in_time=True"),
+    "sparsity_floor": ("strategy.split_in_time=True",),
+}
+"""What every lever is measured against (`--base`), as `--set` assignments on today's fast preset:
+original: the preset before this ablation made motion sparsity, the lifespan floor and growth in space only
+defaults (figures `ablation_<scene>_<lever>_psnr`); sparsity_floor: the preset with motion sparsity and the
+lifespan floor on, growth in space and time (figures `ablation_sparsity_floor_<scene>_<lever>_psnr`)."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "baseline": (),
     "no_temporal_opacity": ("temporal_opacity_weight=0",),
@@ -37,17 +42,20 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "time_copies_8": ("init.time_copies=8", "init.init_time_scale=0.125"),
     "time_copies_1": ("init.time_copies=1", "init.init_time_scale=0.5"),
     "sparsity_and_floor": ("motion_sparsity_weight=0.01", "lifespan_floor=0.06"),
+    "space_only_growth": ("strategy.split_in_time=False",),
+    "still_copy": ("init.still_copy=True",),
+    "space_only_growth_and_still_copy": ("strategy.split_in_time=False", "init.still_copy=True"),
     "baseline_seed1": ("trainer.seed=1",),
     "motion_sparsity_seed1": ("motion_sparsity_weight=0.01", "trainer.seed=1"),
 }
-"""Lever name → the `--set` assignments that switch it, each applied after BASE; the `_seed1` rows
+"""Lever name → the `--set` assignments that switch it, each applied after the base's; the `_seed1` rows
 repeat a lever with another seed of the view order and densification draws, to show the run-to-run noise."""
-__doc__ += "".join(f"    {name}: {' '.join(sets) or '(BASE alone)'}\n" for name, sets in LEVERS.items())
+__doc__ += "".join(f"    {name}: {' '.join(sets) or '(the base alone)'}\n" for name, sets in LEVERS.items())
 SCENES = ("monocular", "multiview", *DNERF)
 
 
-def figure_key(scene: str, lever: str) -> str:
-    return f"ablation_{scene}_{lever}_psnr"
+def figure_key(scene: str, lever: str, base: str = "original") -> str:
+    return f"ablation_{'' if base == 'original' else base + '_'}{scene}_{lever}_psnr"
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -59,6 +67,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     parser.add_argument("--steps", type=int, default=1200, help="training steps (the fast preset's scaled)")
     parser.add_argument("--downscale", type=int, default=2, help="train and score at 1/k of the resolution")
+    parser.add_argument(
+        "--base", default="original", choices=list(BASES), help="what the levers are measured against"
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     path = RESULTS / f"dynamic-ablation-{device_name(device)}.json"
@@ -73,11 +84,13 @@ def main(argv: list[str] | None = None) -> Path:
                 continue
             for lever in args.levers:
                 data = _data(scene, recipe, work, args.downscale)
-                row = run_scene(scene, data, args.steps, device, work, "dynamic", BASE + LEVERS[lever])
-                row.update(lever=lever, downscale=args.downscale)
-                rows = [r for r in rows if (r.get("scene"), r.get("lever")) != (row["scene"], lever)]
+                sets = BASES[args.base] + LEVERS[lever]
+                row = run_scene(scene, data, args.steps, device, work, "dynamic", sets)
+                row.update(lever=lever, base=args.base, downscale=args.downscale)
+                rows = [r for r in rows if (r.get("scene"), r.get("lever"), r.get("base", "original"))
+                        != (row["scene"], lever, args.base)]  # fmt: skip
                 rows.append(row)
-                figures[figure_key(scene, lever)] = round(row["test_psnr"], 3)
+                figures[figure_key(scene, lever, args.base)] = round(row["test_psnr"], 3)
                 print(f"{scene} {lever}: {row['test_psnr']:.2f} dB, {row['num_gaussians']} G, "
                       f"{row['train_seconds']} s", flush=True)  # fmt: skip
                 # written after every run: a long table survives an interrupted session

@@ -1,6 +1,7 @@
 """Initial Gaussians for a scene: from its point cloud (SfM or the dataset's), or random inside the region the
 cameras look at; and the scene's scale, which sets learning rates and densification thresholds."""
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -115,6 +116,12 @@ class Init4DConfig(InitConfig):
     init_time_scale: float = 0.25
     """Temporal scale (standard deviation in normalised time) of the initial Gaussians; about one copy's share
     of the sequence, so that together they cover it."""
+    still_copy: bool = False
+    """Each point also becomes one still Gaussian at t = 0.5 alive over the whole sequence (temporal scale
+    `still_time_scale`): a background seen by every view from the start, rather than by a quarter of them per
+    time copy; the optimizer fades whichever copy the views do not need."""
+    still_time_scale: float = 2.0
+    """Temporal scale of the still copies (normalised time): 2 keeps them above 96% of their opacity over [0, 1]."""
     time_degree: int = 1
     """Colour varies in time with cos(2π m t / time_period), m = 0..time_degree."""
     time_period: float = 2.0
@@ -128,10 +135,12 @@ def init_gaussians_4d(scene: SceneData, cfg: Init4DConfig) -> Gaussians4D:
     if cfg.time_copies < 1:
         raise ValueError(f"Init4DConfig.time_copies must be at least 1, got {cfg.time_copies}")
     times = (torch.arange(cfg.time_copies, dtype=torch.float32) + 0.5) / cfg.time_copies
-    n = len(points)
+    n, copies = len(points), cfg.time_copies + int(cfg.still_copy)
+    if cfg.still_copy:
+        times = torch.cat([times, torch.tensor([0.5])])
     gaussians = Gaussians4D.from_points(
-        points.repeat(cfg.time_copies, 1),
-        rgb.repeat(cfg.time_copies, 1),
+        points.repeat(copies, 1),
+        rgb.repeat(copies, 1),
         times.repeat_interleave(n),
         sh_degree=cfg.sh_degree,
         time_degree=cfg.time_degree,
@@ -144,5 +153,7 @@ def init_gaussians_4d(scene: SceneData, cfg: Init4DConfig) -> Gaussians4D:
     # `from_points` sizes by 3-NN distance over all copies, i.e. 0 between a point's copies: use the 3D sizes.
     base = Gaussians.from_points(points, rgb, sh_degree=0, init_scale=cfg.init_scale)
     with torch.no_grad():
-        gaussians.params["log_scales4"][:, :3] = base.params["log_scales"].repeat(cfg.time_copies, 1)
+        gaussians.params["log_scales4"][:, :3] = base.params["log_scales"].repeat(copies, 1)
+        if cfg.still_copy:
+            gaussians.params["log_scales4"][cfg.time_copies * n :, 3] = math.log(cfg.still_time_scale)
     return gaussians

@@ -5,7 +5,9 @@ was rendered, grows: small ones (spatial scale below `grow_scale3d` × scene sca
 `grow_scale_t`) are cloned, the others split into two drawn from their own 4D distribution — so a Gaussian that
 lives too long is divided in time as a too-large one is divided in space — with all four scales shrunk by 1.6.
 Transparent Gaussians (opacity below `prune_opa`) and, after the first opacity reset, spatially huge ones are
-pruned; opacities are reset periodically.
+pruned; opacities are reset periodically. With `split_in_time` off (the dynamic pipeline's default), growth is in
+space only and every Gaussian keeps its lifespan: for one moving camera, dividing a still background in time leaves
+each piece seen by a few neighbouring frames only.
 
 Hand-written rather than gsplat's DefaultStrategy, whose split samples 3D means from 3D scales and quaternions:
 here the parameters are `means4`, `log_scales4` and a 4D rotation, and only the Gaussians kept at the rendered
@@ -34,7 +36,14 @@ class Density4DConfig:
     grow_scale3d: float = 0.01
     """Largest spatial scale, relative to the scene scale, up to which a growing Gaussian is cloned."""
     grow_scale_t: float = 0.05
-    """Temporal scale (normalised time) up to which a growing Gaussian is cloned; longer-lived ones are split."""
+    """Temporal scale (normalised time) up to which a growing Gaussian is cloned; longer-lived ones are split
+    (when `split_in_time`)."""
+    split_in_time: bool = True
+    """Growth divides Gaussians in time as well as space (4DGS): a split draws both children from the 4D
+    distribution and shrinks all four scales, and a long-lived Gaussian is split rather than cloned. False: growth
+    is in space only — the children are drawn from the Gaussian's 3D slice at its temporal mean and keep its
+    lifespan, and `grow_scale_t` plays no part — so a Gaussian of a still background stays visible to all the
+    views of its time span (one moving camera sees each moment once)."""
     prune_scale3d: float = 0.1
     """Largest spatial scale, relative to the scene scale, above which a Gaussian is pruned (from
     `prune_scale_after` on)."""
@@ -152,9 +161,9 @@ class Density4DStrategy(Strategy):
         high = avg > c.grow_grad2d
         high[:first_eligible] = False
         scales4 = gaussians.scales4.detach()
-        small = (scales4[:, :3].amax(-1) <= c.grow_scale3d * state["scene_scale"]) & (
-            scales4[:, 3] <= c.grow_scale_t
-        )
+        small = scales4[:, :3].amax(-1) <= c.grow_scale3d * state["scene_scale"]
+        if c.split_in_time:
+            small &= scales4[:, 3] <= c.grow_scale_t
         room = c.max_gaussians - len(gaussians)
         clone = _first(high & small, room)
         split = _first(high & ~small, max(room - int(clone.sum()), 0))
@@ -162,7 +171,7 @@ class Density4DStrategy(Strategy):
             duplicate(gaussians, optimizers, clone)
             split = torch.cat([split, torch.zeros(int(clone.sum()), dtype=torch.bool, device=split.device)])
         if split.any():
-            split_4d(gaussians, optimizers, split)
+            split_4d(gaussians, optimizers, split, in_time=c.split_in_time)
         return int(clone.sum()) + int(split.sum())
 
     def _prune(
@@ -216,10 +225,17 @@ def _unpack_covars4(packed: Tensor) -> Tensor:
     return full
 
 
-def split_4d(gaussians: Gaussians4D, optimizers: Optimizers, mask: Tensor) -> None:
-    """Replace each masked Gaussian by two drawn from its 4D distribution, all four scales divided by 1.6."""
+def split_4d(gaussians: Gaussians4D, optimizers: Optimizers, mask: Tensor, in_time: bool = True) -> None:
+    """Replace each masked Gaussian by two drawn from its 4D distribution, all four scales divided by 1.6; with
+    `in_time` False, two drawn from its 3D slice at its temporal mean (the conditional covariance
+    Σ_xyz − Σ_xt Σ_tt⁻¹ Σ_tx), the three spatial scales divided and the temporal one kept."""
     with torch.no_grad():
         cov = _unpack_covars4(gaussians.covars4[mask].detach().double())
+        if not in_time:
+            cross = cov[:, :3, 3:]  # [M, 3, 1]
+            sliced = cov[:, :3, :3] - cross @ cross.transpose(1, 2) / cov[:, 3:, 3:].clamp_min(1e-20)
+            cov = torch.zeros_like(cov)
+            cov[:, :3, :3] = sliced
         # A square root by eigendecomposition, not Cholesky: covariances built in float32 from scales that span
         # many orders of magnitude can come out (slightly) indefinite, which Cholesky refuses mid-training.
         eigvals, eigvecs = torch.linalg.eigh(cov)
@@ -235,7 +251,10 @@ def split_4d(gaussians: Gaussians4D, optimizers: Optimizers, mask: Tensor) -> No
         if name == "means4":
             children = children + offsets.reshape(-1, 4)
         elif name == "log_scales4":
-            children = children - math.log(SPLIT_SHRINK)
+            shrink = children.new_tensor(
+                [math.log(SPLIT_SHRINK)] * 3 + [math.log(SPLIT_SHRINK) if in_time else 0]
+            )
+            children = children - shrink
         return torch.cat([x[keep], children])
 
     def state_fn(_: str, s: Tensor) -> Tensor:

@@ -101,7 +101,7 @@ def test_the_ablation_trains_each_lever_with_its_settings_and_writes_its_figure(
     assert path.name == "dynamic-ablation-cpu.json"
     assert set(doc["figures"]) == {f"ablation_monocular_{lever}_psnr" for lever in levers}
     rows = {r["lever"]: r for r in doc["rows"]}
-    base = list(benches.dynamic_ablation.BASE)
+    base = list(benches.dynamic_ablation.BASES["original"])
     assert rows["lifespan_floor"]["overrides"] == [*base, "lifespan_floor=0.06"]  # the last assignment wins
     assert rows["baseline"]["overrides"] == base and rows["baseline"]["resolution"] == [40, 30]
     # a second run of one lever replaces its row and keeps the other
@@ -122,6 +122,16 @@ def test_the_ablation_trains_each_lever_with_its_settings_and_writes_its_figure(
     doc = json.loads(path.read_text())
     assert sorted(r["lever"] for r in doc["rows"]) == levers
     assert {r["lever"]: r["steps"] for r in doc["rows"]} == {"baseline": 4, "lifespan_floor": 6}
+    # another base: its own figure key and row, beside the original base's
+    benches.dynamic_ablation.main(
+        ["--device", "cpu", "--scenes", "monocular", "--levers", "space_only_growth", "--base", "sparsity_floor",
+         "--steps", "4", "--downscale", "8"]
+    )  # fmt: skip
+    doc = json.loads(path.read_text())
+    assert "ablation_sparsity_floor_monocular_space_only_growth_psnr" in doc["figures"]
+    row = next(r for r in doc["rows"] if r["base"] == "sparsity_floor")
+    assert row["overrides"] == ["strategy.split_in_time=True", "strategy.split_in_time=False"]
+    assert len(doc["rows"]) == 3
 
 
 def test_the_dnerf_scene_trains_on_train_only_and_scores_the_test_frames(

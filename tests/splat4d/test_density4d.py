@@ -99,6 +99,55 @@ def test_split_draws_two_children_from_the_parents_4d_distribution() -> None:
     assert d[..., 3].abs().max() > 0  # children move in time too
 
 
+def test_split_in_space_only_keeps_time_and_lifespan() -> None:
+    # One moving camera sees each moment once: growth in space only must leave each child alive over its parent's
+    # span, at its time, drawn from the parent's 3D slice at that time (not from its motion over the whole span).
+    torch.manual_seed(0)
+    g = _scene(n=50)
+    with torch.no_grad():  # mix space and time: the marginal spread in x is much wider than the slice's
+        g.params["quats_l"][:] = torch.randn(50, 4)
+        g.params["quats_r"][:] = torch.randn(50, 4)
+    opts = _optimizers(g)
+    mask = torch.zeros(50, dtype=torch.bool)
+    mask[:5] = True
+    parents = {k: v.detach().clone() for k, v in g.params.items()}
+    cov = _unpack_covars4(g.covars4[:5].detach().double())
+    split_4d(g, opts, mask, in_time=False)
+    assert len(g) == 55
+    _assert_consistent(g, opts)
+    children = g.params["means4"][45:].detach().reshape(2, 5, 4)
+    torch.testing.assert_close(children[..., 3], parents["means4"][:5, 3].expand(2, 5))
+    torch.testing.assert_close(g.params["log_scales4"][45:50, 3], parents["log_scales4"][:5, 3])
+    torch.testing.assert_close(
+        g.params["log_scales4"][45:50, :3], parents["log_scales4"][:5, :3] - math.log(1.6)
+    )
+    cross = cov[:, :3, 3:]
+    sliced = cov[:, :3, :3] - cross @ cross.transpose(1, 2) / cov[:, 3:, 3:]
+    d = (children[..., :3] - parents["means4"][:5, :3]).double()
+    mahalanobis = torch.einsum("kni,nij,knj->kn", d, torch.linalg.inv(sliced), d).sqrt()
+    assert (mahalanobis > 0).all() and (mahalanobis < 6).all()
+
+
+@pytest.mark.parametrize("split_in_time", [True, False])
+def test_growth_in_space_only_clones_long_lived_small_gaussians(split_in_time: bool) -> None:
+    # A small Gaussian that lives long is split in time by 4DGS's rule, but cloned (a copy, same time and
+    # lifespan) when growth is in space only: its lifespan is no reason to divide it.
+    torch.manual_seed(0)
+    g = _scene(n=40)
+    with torch.no_grad():
+        g.params["log_scales4"][:, :3] = math.log(1e-3)
+        g.params["log_scales4"][:, 3] = math.log(0.5)
+    opts = _optimizers(g)
+    strategy = Density4DConfig(grow_grad2d=0.0, split_in_time=split_in_time).build()
+    state = strategy.init_state(1.0)
+    state["grad2d"], state["count"] = torch.ones(40), torch.ones(40)
+    assert strategy._grow(g, opts, state) == 40
+    assert len(g) == 80
+    _assert_consistent(g, opts)
+    first, second = g.params["means4"].detach().reshape(2, 40, 4).unbind(0)
+    assert torch.equal(first, second) is not split_in_time  # clones are copies; split children two draws
+
+
 def test_split_survives_a_nearly_singular_covariance() -> None:
     # Scales 8 orders of magnitude apart under a 4D rotation give a float32 covariance that Cholesky can call
     # indefinite (it stopped a 2600-step bench run); the split must still draw finite children next to the parent.
