@@ -26,11 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 BASES: dict[str, tuple[str, ...]] = {
     "original": ("motion_sparsity_weight=0", "lifespan_floor=0", "strategy.split_in_time=True"),
     "sparsity_floor": ("strategy.split_in_time=True",),
+    "space_only_growth": (),
 }
 """What every lever is measured against (`--base`), as `--set` assignments on today's fast preset:
 original: the preset before this ablation made motion sparsity, the lifespan floor and growth in space only
 defaults (figures `ablation_<scene>_<lever>_psnr`); sparsity_floor: the preset with motion sparsity and the
-lifespan floor on, growth in space and time (figures `ablation_sparsity_floor_<scene>_<lever>_psnr`)."""
+lifespan floor on, growth in space and time (figures `ablation_sparsity_floor_<scene>_<lever>_psnr`);
+space_only_growth: today's preset (sparsity, floor, growth in space only; `ablation_space_only_growth_...`)."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "baseline": (),
     "no_temporal_opacity": ("temporal_opacity_weight=0",),
@@ -45,6 +47,9 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "space_only_growth": ("strategy.split_in_time=False",),
     "still_copy": ("init.still_copy=True",),
     "space_only_growth_and_still_copy": ("strategy.split_in_time=False", "init.still_copy=True"),
+    "rigidity": ("rigidity_weight=0.01",),
+    "rigidity_x10": ("rigidity_weight=0.1",),
+    "rigidity_instead_of_smoothness": ("rigidity_weight=0.01", "motion_smoothness_weight=0"),
     "baseline_seed1": ("trainer.seed=1",),
     "motion_sparsity_seed1": ("motion_sparsity_weight=0.01", "trainer.seed=1"),
 }

@@ -57,8 +57,8 @@ class RenderOutput(NamedTuple):
     """Depth of the Gaussian where transmittance crosses 0.5 (0 where it never does)."""
     info: dict[str, Any]
     """What densification needs: means2d (in the graph), radii, width, height, n_cameras, gaussian_ids. 4D scenes
-    add t, kept_ids ([K] int64: the Gaussians rendered, which means2d and radii [C, K, ...] refer to) and
-    temporal_weights ([N], all Gaussians)."""
+    add t, kept_ids ([K] int64: the Gaussians rendered, which means2d and radii [C, K, ...] refer to),
+    temporal_weights ([N], all Gaussians) and sliced_means ([K, 3], detached: their positions at t)."""
     normals: Float[Tensor, "C H W 3"] | None = None
     """With `RenderSettings.normals`: composited camera-frame normals (not normalised; length ≈ alpha)."""
     planar_depth: Float[Tensor, "C H W 1"] | None = None
@@ -139,7 +139,14 @@ def _render_4d(gaussians: Gaussians4D, cameras: Cameras, s: RenderSettings, t: f
     rgb = torch.clamp_min(raw + 0.5, 0.0)
 
     out = _render_3d(means, covars, opacities, rgb, cameras, s)
-    out.info.update({"t": t, "kept_ids": kept, "temporal_weights": sliced.temporal_weights})
+    out.info.update(
+        {
+            "t": t,
+            "kept_ids": kept,
+            "temporal_weights": sliced.temporal_weights,
+            "sliced_means": means.detach(),
+        }
+    )
     return out
 
 

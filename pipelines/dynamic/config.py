@@ -48,6 +48,9 @@ class DynamicConfig:
     about two frames' spacing of a 32-frame capture."""
     lifespan_weight: float = 0.1
     """Weight of the lifespan-floor regulariser (when `lifespan_floor` > 0)."""
+    rigidity_weight: float = 0.0
+    """Weight of the local-rigidity regulariser (the rate at which distances between spatial neighbours at t
+    change: zero for rigid motion, rotation included); 0: off."""
     background: tuple[float, float, float] | None = None
     """Background colour; None: the dataset's (white for D-NeRF / Blender scenes, else black)."""
     antialiased: bool = False

@@ -1,5 +1,5 @@
 """The dynamic training step: render the batch's camera at its capture time, photometric loss plus the
-temporal-opacity, motion-smoothness, motion-sparsity and lifespan-floor regularisers (`regularizers`).
+temporal-opacity, motion-smoothness, motion-sparsity, lifespan-floor and local-rigidity regularisers (`regularizers`).
 
 Run it with `splat4d reconstruct DATASET -o OUT --pipeline dynamic` (see `--help`).
 """
@@ -56,6 +56,10 @@ class DynamicPipeline:
             reg = regularizers.lifespan_floor(self.gaussians, out.info["kept_ids"], cfg.lifespan_floor)
             loss = loss + cfg.lifespan_weight * reg
             logs["lifespan_floor"] = float(reg.detach())
+        if cfg.rigidity_weight > 0:
+            reg = regularizers.local_rigidity(self.gaussians, out.info["kept_ids"], out.info["sliced_means"])
+            loss = loss + cfg.rigidity_weight * reg
+            logs["rigidity"] = float(reg.detach())
         with torch.no_grad():
             logs["psnr"] = float(psnr(out.rgb.detach(), batch.rgb).mean())
             logs["sh_degree"] = degree

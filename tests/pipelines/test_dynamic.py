@@ -135,3 +135,39 @@ def test_lifespan_floor_penalises_only_gaussians_that_live_shorter_than_the_floo
     grad = g.params["log_scales4"].grad[:, 3]
     assert (grad[:2] < 0).all() and (grad[2:] == 0).all()  # gradient descent lengthens the short-lived only
     assert float(regularizers.lifespan_floor(g, kept[2:], floor=0.05).detach()) == 0.0
+
+
+def test_distance_rate_is_zero_for_rigid_motion_and_not_for_stretching() -> None:
+    points = torch.randn(32, 3)
+    neighbours = regularizers.nearest_neighbours(points, points, k=4)
+    assert neighbours.shape == (32, 4)
+    assert not (neighbours == torch.arange(32)[:, None]).any()  # each point's own row is left out
+    omega, c = torch.tensor([0.3, -1.2, 0.7]), torch.tensor([2.0, 0.5, -1.0])
+    rigid = torch.linalg.cross(omega.expand(32, 3), points) + c  # a rotation and a translation
+    rate = regularizers.distance_rate(points, rigid, points[neighbours], rigid[neighbours])
+    torch.testing.assert_close(rate, torch.zeros_like(rate), atol=1e-5, rtol=0)
+    stretch = points * torch.tensor([1.5, 0.0, 0.0])  # x scaled over time: distances along x grow
+    rate = regularizers.distance_rate(points, stretch, points[neighbours], stretch[neighbours])
+    assert float(rate.abs().mean()) > 0.05
+
+
+def test_nearest_neighbours_match_brute_force() -> None:
+    points = torch.randn(300, 3)
+    got = regularizers.nearest_neighbours(points[:70], points, k=3)
+    want = torch.cdist(points[:70], points).topk(4, largest=False).indices[:, 1:]
+    assert torch.equal(got, want)
+
+
+def test_local_rigidity_is_zero_for_still_gaussians_and_pulls_on_moving_ones() -> None:
+    g = Gaussians4D.from_points(torch.randn(64, 3), torch.rand(64, 3), torch.full((64,), 0.5), sh_degree=0)
+    kept = torch.arange(64)
+    means = g.means4[:, :3].detach()
+    assert float(regularizers.local_rigidity(g, kept, means).detach()) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():  # tilt half of them in x–t: they move, their neighbours do not
+        g.params["quats_l"][:32] = torch.nn.functional.normalize(torch.tensor([1.0, 0.3, 0.2, 0.1]), dim=0)
+    loss = regularizers.local_rigidity(g, kept, means, max_points=16)
+    assert float(loss.detach()) > 0
+    loss.backward()
+    assert g.params["quats_l"].grad.abs().sum() > 0
+    few = regularizers.local_rigidity(g, kept[:5], means[:5], k=8)  # fewer Gaussians than neighbours: nothing
+    assert float(few) == 0.0
