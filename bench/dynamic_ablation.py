@@ -52,6 +52,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "rigidity_instead_of_smoothness": ("rigidity_weight=0.01", "motion_smoothness_weight=0"),
     "baseline_seed1": ("trainer.seed=1",),
     "motion_sparsity_seed1": ("motion_sparsity_weight=0.01", "trainer.seed=1"),
+    "rigidity_x10_seed1": ("rigidity_weight=0.1", "trainer.seed=1"),
 }
 """Lever name → the `--set` assignments that switch it, each applied after the base's; the `_seed1` rows
 repeat a lever with another seed of the view order and densification draws, to show the run-to-run noise."""
