@@ -180,6 +180,21 @@ inline void widen_to_chunks(int64_t* c0, int64_t* c1) {
   *c1 = (*c1 + CHUNK - 1) / CHUNK * CHUNK;
 }
 
+// Calls body(r, cb0, row) for each chunk of CHUNK pixels in rows [r0, r1) and columns [c0, c1) (whole chunks) of a
+// tile whose rows lie `rs` apart: r is the chunk's row, cb0 its first column, row = r * rs + cb0 its first pixel.
+// The bodies hold the `omp simd` loops over the chunk's lanes; the call is inlined, so they vectorise as written.
+template <typename F>
+inline void for_each_chunk(int64_t r0, int64_t r1, int64_t c0, int64_t c1, int64_t rs, F&& body) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t cb0 = c0; cb0 < c1; cb0 += CHUNK) body(r, cb0, r * rs + cb0);
+}
+
+// The Gaussian's exponent at offset (dx, dy) = mean2d - pixel centre: 1/2 d^T Q d with conic Q = [[a, b], [b, c]].
+template <typename T>
+inline T conic_sigma(T a, T b, T c, T dx, T dy) {
+  return T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
+}
+
 }  // namespace
 
 template <typename T>
@@ -233,15 +248,13 @@ void rasterize_fwd_cpu(const T* means2d, const T* conics, const T* colors, const
         const T mx = gs.mean2d[0], my = gs.mean2d[1], ca = gs.conic[0], cb = gs.conic[1], cc = gs.conic[2];
         const T op = gs.opacity, cutoff = gs.sigma_cutoff;
         const int32_t id = gs.id, next_last = static_cast<int32_t>(k + 1);
-        for (int64_t r = r0; r < r1; ++r) {
+        for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t r, int64_t cb0, int64_t row) {
           const T dy = my - (T(box.y0 + r) + T(0.5));
-          for (int64_t cb0 = c0; cb0 < c1; cb0 += CHUNK) {
-            const int64_t row = r * rs + cb0;
 #pragma omp simd
-            for (int64_t j = 0; j < CHUNK; ++j) {
+          for (int64_t j = 0; j < CHUNK; ++j) {
             const int64_t i = row + j;
             const T dx = mx - qx[cb0 + j];
-            const T sigma = T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+            const T sigma = conic_sigma(ca, cb, cc, dx, dy);
             const T alpha = alpha_branchless(op * simd_exp(-sigma), smooth).alpha;
             // `&` rather than `&&` throughout the SIMD loops: no short-circuit branches
             const bool ok = (alive[i] != 0) & (sigma >= T(0)) & (sigma <= cutoff) & (alpha > T(0));
@@ -256,20 +269,16 @@ void rasterize_fwd_cpu(const T* means2d, const T* conics, const T* colors, const
             trans[i] = pick(blend, next, t);
             last[i] = blend ? next_last : last[i];
             alive[i] = saturated ? 0 : alive[i];
-            }
           }
-        }
+        });
         const T* color = colors + static_cast<int64_t>(id) * D;
         for (int64_t ch = 0; ch < D; ++ch) {
           const T col_value = color[ch];
           T* __restrict out = pix + ch * n_pix;
-          for (int64_t r = r0; r < r1; ++r)
-            for (int64_t cb0 = c0; cb0 < c1; cb0 += CHUNK) {
-              T* __restrict o = out + r * rs + cb0;
-              const T* __restrict wc = w + r * rs + cb0;
+          for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t, int64_t, int64_t row) {
 #pragma omp simd
-              for (int64_t j = 0; j < CHUNK; ++j) o[j] += wc[j] * col_value;
-            }
+            for (int64_t j = 0; j < CHUNK; ++j) out[row + j] += w[row + j] * col_value;
+          });
         }
       }
 
@@ -356,31 +365,28 @@ void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const
         const T mx = gs.mean2d[0], my = gs.mean2d[1], ca = gs.conic[0], cb = gs.conic[1], cc = gs.conic[2];
         const T op = gs.opacity, cutoff = gs.sigma_cutoff;
         const T* color = colors + static_cast<int64_t>(gs.id) * D;
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t cb0 = c0; cb0 < c1; cb0 += CHUNK) {
-            T* __restrict cd = cdot + r * rs + cb0;
-            for (int64_t j = 0; j < CHUNK; ++j) cd[j] = T(0);
-            for (int64_t ch = 0; ch < D; ++ch) {
-              const T col_value = color[ch];
-              const T* __restrict v = v_pix + ch * n_pix + r * rs + cb0;
+        for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t, int64_t, int64_t row) {
+          T* __restrict cd = cdot + row;
+          for (int64_t j = 0; j < CHUNK; ++j) cd[j] = T(0);
+          for (int64_t ch = 0; ch < D; ++ch) {
+            const T col_value = color[ch];
+            const T* __restrict v = v_pix + ch * n_pix + row;
 #pragma omp simd
-              for (int64_t j = 0; j < CHUNK; ++j) cd[j] += col_value * v[j];
-            }
+            for (int64_t j = 0; j < CHUNK; ++j) cd[j] += col_value * v[j];
           }
+        });
         const int32_t kk = static_cast<int32_t>(k);
         // per-lane partial sums of this Gaussian's gradient, [8, CHUNK]: mean2d x, y, |x|, |y|, conic a, b, c,
         // opacity (summed over lanes after the loop, so the SIMD loop has no reduction)
         T acc[8][CHUNK] = {};
         int32_t hit[CHUNK] = {};
-        for (int64_t r = r0; r < r1; ++r) {
+        for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t r, int64_t cb0, int64_t row) {
           const T dy = my - (T(box.y0 + r) + T(0.5));
-          for (int64_t cb0 = c0; cb0 < c1; cb0 += CHUNK) {
-            const int64_t row = r * rs + cb0;
 #pragma omp simd
-            for (int64_t j = 0; j < CHUNK; ++j) {
+          for (int64_t j = 0; j < CHUNK; ++j) {
             const int64_t i = row + j;
             const T dx = mx - qx[cb0 + j];
-            const T sigma = T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+            const T sigma = conic_sigma(ca, cb, cc, dx, dy);
             const T gauss = simd_exp(-sigma);
             const T vis = op * gauss;
             const AlphaSlope<T> as = alpha_branchless(vis, smooth);
@@ -410,9 +416,8 @@ void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const
             acc[2][j] += std::abs(v_mx);
             acc[3][j] += std::abs(v_my);
             hit[j] |= static_cast<int32_t>(ok);
-            }
           }
-        }
+        });
         int32_t hits = 0;
         for (int64_t j = 0; j < CHUNK; ++j) hits |= hit[j];
         if (hits == 0) continue;
@@ -432,12 +437,10 @@ void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const
         for (int64_t ch = 0; ch < D; ++ch) {
           const T* __restrict v = v_pix + ch * n_pix;
           T part[CHUNK] = {};
-          for (int64_t r = r0; r < r1; ++r)
-            for (int64_t cb0 = c0; cb0 < c1; cb0 += CHUNK) {
-              const int64_t row = r * rs + cb0;
+          for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t, int64_t, int64_t row) {
 #pragma omp simd
-              for (int64_t j = 0; j < CHUNK; ++j) part[j] += w[row + j] * v[row + j];
-            }
+            for (int64_t j = 0; j < CHUNK; ++j) part[j] += w[row + j] * v[row + j];
+          });
           T sum = T(0);
           for (int64_t j = 0; j < CHUNK; ++j) sum += part[j];
           atomic_add(&v_colors[id * D + ch], sum);
