@@ -253,8 +253,7 @@ void rasterize_fwd_cpu(const T* means2d, const T* conics, const T* colors, const
 #pragma omp simd
           for (int64_t j = 0; j < CHUNK; ++j) {
             const int64_t i = row + j;
-            const T dx = mx - qx[cb0 + j];
-            const T sigma = conic_sigma(ca, cb, cc, dx, dy);
+            const T sigma = conic_sigma(ca, cb, cc, mx - qx[cb0 + j], dy);
             const T alpha = alpha_branchless(op * simd_exp(-sigma), smooth).alpha;
             // `&` rather than `&&` throughout the SIMD loops: no short-circuit branches
             const bool ok = (alive[i] != 0) & (sigma >= T(0)) & (sigma <= cutoff) & (alpha > T(0));
