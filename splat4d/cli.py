@@ -300,11 +300,15 @@ class View:
 class Eval:
     """Render the test views of a scene made by `splat4d reconstruct`; write OUT/metrics.json (PSNR, SSIM; LPIPS
     is reported as unavailable: its backbone weights are never downloaded) and OUT/eval/*.png (photo | render |
-    depth)."""
+    depth). With --split val, a Blender / D-NeRF scene's val frames instead, into OUT/val/."""
 
     scene: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE")]
     """Scene folder written by `splat4d reconstruct`."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    split: Literal["test", "val"] = "test"
+    """test: the dataset's held-out test views. val: a Blender / D-NeRF dataset's `transforms_val.json` frames
+    (held out of training unless --data.train-on-val), written to SCENE/val/. Deformable-GS reports that D-NeRF's
+    lego test frames disagree with its training frames on the bucket's angle and scores that scene on val."""
 
     def main(self) -> None:
         from pipelines import PIPELINES
@@ -313,7 +317,13 @@ class Eval:
         device = resolve_device(self.device)
         trained = load_trained(self.scene, PIPELINES, device)
         m = evaluate_scene(
-            trained.pipeline, trained.scene, trained.cfg, self.scene, device, {"steps": trained.step}
+            trained.pipeline,
+            trained.scene,
+            trained.cfg,
+            self.scene,
+            device,
+            {"steps": trained.step},
+            self.split,
         )
         print(
             f"{self.scene}: {m['split']} PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} over {m['num_views']} views"

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from rich.console import Console
@@ -26,6 +26,7 @@ import splat4d
 from splat4d.config_io import from_dict, to_dict, to_yaml
 from splat4d.data import load_scene
 from splat4d.data.base import DatasetError, SceneData
+from splat4d.data.blender import val_scene
 from splat4d.data.dataset import ImageDataset, working_downscale
 from splat4d.distributed import SINGLE, Ranks
 from splat4d.errors import UsageError
@@ -341,15 +342,29 @@ def _load_scene(spec: PipelineSpec, cfg: Any, workdir: Path) -> SceneData:
     return load_scene(cfg.data, workdir)
 
 
+EvalSplit = Literal["test", "val"]
+
+
 def evaluate_scene(
-    pipeline: Pipeline, scene: SceneData, cfg: Any, out: Path, device: torch.device, extra: dict | None = None
+    pipeline: Pipeline,
+    scene: SceneData,
+    cfg: Any,
+    out: Path,
+    device: torch.device,
+    extra: dict | None = None,
+    split: EvalSplit = "test",
 ) -> dict[str, Any]:
-    """Evaluate on the test views (the training views when the scene has none, saying so)."""
-    split = "test" if scene.test_indices else "train"
-    indices = scene.test_indices or scene.train_indices
+    """Evaluate on the test views (the training views when the scene has none, saying so), writing
+    `out/metrics.json` and `out/eval/`; with split "val", on a Blender / D-NeRF scene's held-out val frames,
+    writing `out/val/metrics.json` and `out/val/eval/`."""
     downscale = run_downscale(scene, cfg)
+    if split == "val":
+        scene, out, name = val_scene(scene), Path(out) / "val", "val"
+    else:
+        name = "test" if scene.test_indices else "train"
+    indices = scene.test_indices or scene.train_indices
     data = ImageDataset(scene, indices, downscale, device)
-    return evaluate(pipeline, data, out, extra={"split": split, "downscale": downscale, **(extra or {})})
+    return evaluate(pipeline, data, out, extra={"split": name, "downscale": downscale, **(extra or {})})
 
 
 def run_downscale(scene: SceneData, cfg: Any) -> int:

@@ -9,7 +9,8 @@ D-NeRF scenes (Pumarola et al. 2021) use the same layout and give every frame a 
 Training uses `train` and evaluation `test`, as 3DGS, D-NeRF and the 4D methods do. The `val` frames are held out
 (D-NeRF's are one fixed camera sweeping time, which would turn a monocular capture into a two-camera one): they
 are checked like the others and kept in `SceneData.metadata` (`val_cameras`, `val_image_paths`) for
-`export video --path val`, unless `DataConfig.train_on_val` adds them to training.
+`export video --path val` and `eval --split val` (`val_scene`), unless `DataConfig.train_on_val` adds them to
+training.
 """
 
 import math
@@ -218,4 +219,31 @@ def _cameras(frames: list[Frame], width: int, height: int) -> Cameras:
         width=width,
         height=height,
         times=None if frames[0][3] is None else torch.tensor([f[3] for f in frames], dtype=torch.float32),
+    )
+
+
+def val_scene(scene: SceneData) -> SceneData:
+    """The held-out `val` frames of a Blender / D-NeRF `scene` as a scene of their own, every frame a test view
+    (composited onto the same background), for scoring on them.
+
+    Raises:
+        DatasetError: the scene has no held-out val frames (not a Blender scene, no transforms_val.json, or
+            `train_on_val` trained on them).
+    """
+    cameras = scene.metadata.get("val_cameras")
+    paths = scene.metadata.get("val_image_paths")
+    if cameras is None or not paths:
+        source = scene.metadata.get("source", "the scene's dataset")
+        raise DatasetError(
+            f"{source}: no held-out val frames to evaluate on (they come from a Blender/D-NeRF "
+            f"{SPLIT_FILES['val']}, and are trained on with --data.train-on-val)"
+        )
+    return SceneData(
+        cameras=cameras,
+        image_paths=list(paths),
+        depth_paths=[None] * len(paths),
+        train_indices=[],
+        test_indices=list(range(len(paths))),
+        background=scene.background,
+        metadata={key: value for key, value in scene.metadata.items() if not key.startswith("val_")},
     )

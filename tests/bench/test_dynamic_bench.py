@@ -44,7 +44,9 @@ def test_test_frames_outside_the_training_times_are_scored_apart(benches) -> Non
     assert row["num_test_views_in_span"] == 2
     assert row["test_psnr_in_span"] == pytest.approx(28.0)
     assert row["test_psnr_out_of_span"] == pytest.approx(11.0)
-    row.update(test_psnr=19.5, test_ssim=0.8, train_seconds=12.3, num_gaussians=1000)
+    row.update(
+        test_psnr=19.5, test_ssim=0.8, train_seconds=12.3, num_gaussians=1000, val_psnr=24.25, val_ssim=0.9
+    )
     figures = benches.dynamic.scene_figures("dnerf_lego_partial", "dynamic", row)
     assert figures == {
         "dnerf_lego_partial_psnr": 19.5,
@@ -52,6 +54,8 @@ def test_test_frames_outside_the_training_times_are_scored_apart(benches) -> Non
         "dnerf_lego_partial_ssim": 0.8,
         "dnerf_lego_partial_psnr_in_span": 28.0,
         "dnerf_lego_partial_num_gaussians": 1000,
+        "dnerf_lego_partial_val_psnr": 24.25,
+        "dnerf_lego_partial_val_ssim": 0.9,
     }
     # the procedural scenes keep their two figures
     assert set(benches.dynamic.scene_figures("monocular", "long", row)) == {
@@ -153,3 +157,11 @@ def test_the_dnerf_scene_trains_on_train_only_and_scores_the_test_frames(
     assert 0 < row["num_test_views_in_span"] < 18
     figures = benches.dynamic.scene_figures("dnerf_lego_partial", "dynamic", row)
     assert figures["dnerf_lego_partial_psnr_in_span"] == round(row["test_psnr_in_span"], 3)
+    # the 11 held-out val frames (one fixed camera sweeping time) are scored apart, into the scene's val/ folder
+    assert row["num_val_views"] == 11 and len(row["val_psnr_per_view"]) == 11
+    assert (
+        row["val_times"] == sorted(row["val_times"])
+        and row["val_times"][0] < 0.1 < 0.9 < row["val_times"][-1]
+    )
+    assert figures["dnerf_lego_partial_val_psnr"] == round(row["val_psnr"], 3)
+    assert (tmp_path / "dnerf_lego_partial" / "val" / "metrics.json").is_file()

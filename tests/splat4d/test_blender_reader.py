@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from splat4d.data.base import DatasetError
-from splat4d.data.blender import is_blender, read_blender
+from splat4d.data.blender import is_blender, read_blender, val_scene
 from splat4d.data.config import DataConfig
 from splat4d.data.nerfstudio import read_nerfstudio
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
@@ -97,6 +97,22 @@ def test_without_a_val_file_there_are_no_val_cameras(blender: Path, tmp_path: Pa
     scene = read_blender(DataConfig(path=root), root)
     assert "val_cameras" not in scene.metadata and "val_image_paths" not in scene.metadata
     assert scene.metadata["split_counts"] == {"train": 3, "test": 1}
+
+
+def test_the_val_frames_become_a_scene_of_test_views(blender: Path, tmp_path: Path) -> None:
+    scene = read_blender(DataConfig(path=blender), blender)
+    val = val_scene(scene)
+    assert (
+        [p.stem for p in val.image_paths] == STEMS[4:]
+        and val.train_indices == []
+        and val.test_indices == [0, 1]
+    )
+    assert torch.equal(val.cameras.T_world_cam, scene.metadata["val_cameras"].T_world_cam)
+    assert val.background == (1.0, 1.0, 1.0) and "val_cameras" not in val.metadata
+    root = _copy(blender, tmp_path)
+    (root / "transforms_val.json").unlink()
+    with pytest.raises(DatasetError, match=r"scene: no held-out val frames to evaluate on"):
+        val_scene(read_blender(DataConfig(path=root), root))
 
 
 def test_blender_scene_is_white_without_points_or_depth(blender: Path) -> None:

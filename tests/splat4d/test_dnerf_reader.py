@@ -167,3 +167,13 @@ def test_dynamic_pipeline_trains_on_a_dnerf_folder(dnerf: Path, tmp_path: Path) 
     )
     (frames,) = export.main(PIPELINES)
     assert frames == tmp_path / "out" / "exports" / "val_frames" and len(list(frames.glob("*.png"))) == 3
+    # ... and scored on those held-out frames, apart from the test metrics.
+    from splat4d.cli import Eval
+
+    test_metrics = (tmp_path / "out" / "metrics.json").read_text()
+    Eval(tmp_path / "out", device="cpu", split="val").main()
+    val = json.loads((tmp_path / "out" / "val" / "metrics.json").read_text())
+    assert val["split"] == "val" and val["num_views"] == len(SPLITS["val"])
+    assert [v["name"] for v in val["views"]] == [f"r_{i:03d}" for i in SPLITS["val"]]
+    assert 0 < val["psnr"] < 100 and len(list((tmp_path / "out" / "val" / "eval").glob("*.png"))) == 3
+    assert (tmp_path / "out" / "metrics.json").read_text() == test_metrics
