@@ -24,15 +24,21 @@ from splat4d.reconstruct import resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
 BASES: dict[str, tuple[str, ...]] = {
-    "original": ("motion_sparsity_weight=0", "lifespan_floor=0", "strategy.split_in_time=True"),
-    "sparsity_floor": ("strategy.split_in_time=True",),
-    "space_only_growth": (),
+    "original": (
+        "motion_sparsity_weight=0",
+        "lifespan_floor=0",
+        "strategy.split_in_time=True",
+        "rigidity_weight=0",
+    ),
+    "sparsity_floor": ("strategy.split_in_time=True", "rigidity_weight=0"),
+    "space_only_growth": ("rigidity_weight=0",),
 }
 """What every lever is measured against (`--base`), as `--set` assignments on today's fast preset:
 original: the preset before this ablation made motion sparsity, the lifespan floor and growth in space only
 defaults (figures `ablation_<scene>_<lever>_psnr`); sparsity_floor: the preset with motion sparsity and the
 lifespan floor on, growth in space and time (figures `ablation_sparsity_floor_<scene>_<lever>_psnr`);
-space_only_growth: today's preset (sparsity, floor, growth in space only; `ablation_space_only_growth_...`)."""
+space_only_growth: the preset with sparsity, the floor and growth in space only, before local rigidity became the
+monocular default (`ablation_space_only_growth_...`). Each base turns local rigidity off, as it was then."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "baseline": (),
     "no_temporal_opacity": ("temporal_opacity_weight=0",),

@@ -48,12 +48,28 @@ class DynamicConfig:
     about two frames' spacing of a 32-frame capture."""
     lifespan_weight: float = 0.1
     """Weight of the lifespan-floor regulariser (when `lifespan_floor` > 0)."""
-    rigidity_weight: float = 0.0
+    rigidity_weight: float | None = None
     """Weight of the local-rigidity regulariser (the rate at which distances between spatial neighbours at t
-    change: zero for rigid motion, rotation included); 0: off."""
+    change: zero for rigid motion, rotation included); 0: off. None: MONOCULAR_RIGIDITY_WEIGHT for a monocular
+    capture (one training view per capture time: D-NeRF, a phone walked round), 0 for multi-view video
+    (`rigidity_weight_for`)."""
     background: tuple[float, float, float] | None = None
     """Background colour; None: the dataset's (white for D-NeRF / Blender scenes, else black)."""
     antialiased: bool = False
+
+
+MONOCULAR_RIGIDITY_WEIGHT = 0.1
+"""The local-rigidity weight for one moving camera: +0.44 and +0.49 dB on the D-NeRF lego (two seeds), -0.04 and
+-0.13 dB on the procedural monocular scene, at the ablation's size; on the multi-view rig -0.24 and -0.57 dB, so it stays off
+there (README: "Levers for one moving camera")."""
+
+
+def rigidity_weight_for(cfg: DynamicConfig, monocular: bool) -> float:
+    """The local-rigidity weight a run uses: `cfg.rigidity_weight`, or when that is None (auto)
+    MONOCULAR_RIGIDITY_WEIGHT for a monocular capture and 0 otherwise."""
+    if cfg.rigidity_weight is not None:
+        return cfg.rigidity_weight
+    return MONOCULAR_RIGIDITY_WEIGHT if monocular else 0.0
 
 
 def _fast() -> DynamicConfig:

@@ -7,7 +7,8 @@ Run it with `splat4d reconstruct DATASET -o OUT --pipeline dynamic` (see `--help
 import torch
 
 from pipelines.dynamic import regularizers
-from pipelines.dynamic.config import DynamicConfig
+from pipelines.dynamic.config import DynamicConfig, rigidity_weight_for
+from pipelines.dynamic.scene import is_monocular
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData
 from splat4d.data.dataset import Batch
@@ -21,11 +22,17 @@ from splat4d.render import RenderOutput, RenderSettings, render
 
 class DynamicPipeline:
     def __init__(
-        self, cfg: DynamicConfig, gaussians: Gaussians4D, background: tuple[float, float, float]
+        self,
+        cfg: DynamicConfig,
+        gaussians: Gaussians4D,
+        background: tuple[float, float, float],
+        rigidity_weight: float = 0.0,
     ) -> None:
+        """`rigidity_weight`: the local-rigidity weight, resolved for the scene (`rigidity_weight_for`)."""
         self.cfg = cfg
         self.gaussians = gaussians
         self.background = background
+        self.rigidity_weight = rigidity_weight
 
     def settings(self, sh_degree: int | None = None) -> RenderSettings:
         return RenderSettings(
@@ -56,9 +63,9 @@ class DynamicPipeline:
             reg = regularizers.lifespan_floor(self.gaussians, out.info["kept_ids"], cfg.lifespan_floor)
             loss = loss + cfg.lifespan_weight * reg
             logs["lifespan_floor"] = float(reg.detach())
-        if cfg.rigidity_weight > 0:
+        if self.rigidity_weight > 0:
             reg = regularizers.local_rigidity(self.gaussians, out.info["kept_ids"], out.info["sliced_means"])
-            loss = loss + cfg.rigidity_weight * reg
+            loss = loss + self.rigidity_weight * reg
             logs["rigidity"] = float(reg.detach())
         with torch.no_grad():
             logs["psnr"] = float(psnr(out.rgb.detach(), batch.rgb).mean())
@@ -77,4 +84,5 @@ def build(cfg: DynamicConfig, scene: SceneData, device: torch.device) -> Dynamic
             "D-NeRF style); this dataset has none — use the static pipeline"
         )
     background = cfg.background or scene.background or (0.0, 0.0, 0.0)
-    return DynamicPipeline(cfg, init_gaussians_4d(scene, cfg.init).to(device), tuple(background))
+    gaussians = init_gaussians_4d(scene, cfg.init).to(device)
+    return DynamicPipeline(cfg, gaussians, tuple(background), rigidity_weight_for(cfg, is_monocular(scene)))

@@ -12,6 +12,8 @@ starts from random points as before.
 
 from pathlib import Path
 
+import torch
+
 from pipelines.dynamic.config import DynamicConfig
 from splat4d.data import load_scene
 from splat4d.data.base import SceneData
@@ -26,6 +28,16 @@ def first_instant_views(scene: SceneData) -> list[int]:
         return []
     first = min(float(times[i]) for i in scene.train_indices)
     return [i for i in scene.train_indices if abs(float(times[i]) - first) < 1e-6]
+
+
+def is_monocular(scene: SceneData) -> bool:
+    """Whether every capture time among the training views was seen by one view only (one moving camera, as
+    D-NeRF's scenes), rather than by several cameras at once (multi-view video)."""
+    times = scene.cameras.times
+    if times is None or not scene.train_indices:
+        return False
+    moments = torch.round(times[scene.train_indices].double() * 1e6)
+    return len(torch.unique(moments)) == len(scene.train_indices)
 
 
 def load_dynamic_scene(cfg: DynamicConfig, workdir: Path) -> SceneData:

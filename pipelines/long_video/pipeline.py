@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from pipelines.dynamic.config import rigidity_weight_for
 from pipelines.dynamic.pipeline import DynamicPipeline
+from pipelines.dynamic.scene import is_monocular
 from pipelines.long_video.config import LongVideoConfig
 from splat4d.cameras import Cameras
 from splat4d.data.base import DatasetError, SceneData
@@ -116,8 +118,10 @@ def train(
     settings = _settings(cfg, scene)
     background = settings.background
 
+    rigidity_weight = rigidity_weight_for(cfg, is_monocular(scene))
+
     def make_loss(gaussians: Gaussians4D) -> DynamicPipeline:
-        return DynamicPipeline(cfg, gaussians, background)
+        return DynamicPipeline(cfg, gaussians, background, rigidity_weight)
 
     def initial() -> Gaussians4D:
         return init_gaussians_4d(scene, dataclasses.replace(cfg.init, time_copies=1))

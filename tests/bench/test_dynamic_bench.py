@@ -134,7 +134,11 @@ def test_the_ablation_trains_each_lever_with_its_settings_and_writes_its_figure(
     doc = json.loads(path.read_text())
     assert "ablation_sparsity_floor_monocular_space_only_growth_psnr" in doc["figures"]
     row = next(r for r in doc["rows"] if r["base"] == "sparsity_floor")
-    assert row["overrides"] == ["strategy.split_in_time=True", "strategy.split_in_time=False"]
+    assert row["overrides"] == [
+        "strategy.split_in_time=True",
+        "rigidity_weight=0",
+        "strategy.split_in_time=False",
+    ]
     assert len(doc["rows"]) == 3
 
 

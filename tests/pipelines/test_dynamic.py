@@ -1,6 +1,7 @@
 """The dynamic pipeline end to end on tiny procedural dynamic scenes (monocular and multi-view), its schedule
 scaling, its regularisers and its errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,8 +9,11 @@ import torch
 
 from pipelines import PIPELINES
 from pipelines.dynamic import regularizers
-from pipelines.dynamic.config import PRESETS, with_steps
+from pipelines.dynamic.config import MONOCULAR_RIGIDITY_WEIGHT, PRESETS, with_steps
+from pipelines.dynamic.scene import is_monocular
+from splat4d.data import load_scene
 from splat4d.data.base import DatasetError
+from splat4d.data.config import DataConfig
 from splat4d.data.synthetic import SampleConfig, write_sample_scene
 from splat4d.gaussians import Gaussians4D
 from splat4d.io.ply import read_ply_4d
@@ -47,6 +51,21 @@ def test_dynamic_scene_trains_end_to_end(tmp_path, layout) -> None:
     late = trained.pipeline.render_view(cams, t=1.0).rgb
     assert (early - late).abs().mean() > 1e-3  # the scene moves
     assert json.loads((tmp_path / "scene" / "metrics.json").read_text())["steps"] == 150
+
+
+def test_local_rigidity_is_on_for_one_moving_camera_and_off_for_multiview_video(tmp_path) -> None:
+    layouts = {"monocular": dict(n_views=8), "multiview": dict(n_cameras=3, n_frames=4)}
+    weights = {}
+    for layout, sizes in layouts.items():
+        cfg = SampleConfig(dynamic=True, layout=layout, width=32, height=24, n_points=200, **sizes)
+        scene = load_scene(
+            DataConfig(path=write_sample_scene(cfg, tmp_path / layout, progress=False)), tmp_path
+        )
+        assert is_monocular(scene) == (layout == "monocular")
+        weights[layout] = SPEC.build(PRESETS["fast"], scene, torch.device("cpu")).rigidity_weight
+        explicit = dataclasses.replace(PRESETS["fast"], rigidity_weight=0.02)
+        assert SPEC.build(explicit, scene, torch.device("cpu")).rigidity_weight == 0.02  # a set weight wins
+    assert weights == {"monocular": MONOCULAR_RIGIDITY_WEIGHT, "multiview": 0.0}
 
 
 def test_static_dataset_is_refused_with_a_clear_error(tmp_path) -> None:
