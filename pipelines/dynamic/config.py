@@ -60,8 +60,8 @@ class DynamicConfig:
 
 MONOCULAR_RIGIDITY_WEIGHT = 0.1
 """The local-rigidity weight for one moving camera: +0.44 and +0.49 dB on the D-NeRF lego (two seeds), -0.04 and
--0.13 dB on the procedural monocular scene, at the ablation's size; on the multi-view rig -0.24 and -0.57 dB, so it stays off
-there (README: "Levers for one moving camera")."""
+-0.13 dB on the procedural monocular scene, at the ablation's size; on the multi-view rig -0.24 and -0.57 dB, so
+it stays off there (README: "Levers for one moving camera")."""
 
 
 def rigidity_weight_for(cfg: DynamicConfig, monocular: bool) -> float:

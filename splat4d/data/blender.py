@@ -163,6 +163,7 @@ def read_blender(cfg: DataConfig, workdir: Path) -> SceneData:
     if splits.get("val"):
         metadata["val_cameras"] = _cameras(splits["val"], width, height)
         metadata["val_image_paths"] = [f[0] for f in splits["val"]]
+        metadata["val_in_training"] = bool(cfg.train_on_val)
     return SceneData(
         cameras=_cameras(frames, width, height),
         image_paths=[f[0] for f in frames],
@@ -232,11 +233,14 @@ def val_scene(scene: SceneData) -> SceneData:
     """
     cameras = scene.metadata.get("val_cameras")
     paths = scene.metadata.get("val_image_paths")
+    source = scene.metadata.get("source", "the scene's dataset")
     if cameras is None or not paths:
-        source = scene.metadata.get("source", "the scene's dataset")
         raise DatasetError(
-            f"{source}: no held-out val frames to evaluate on (they come from a Blender/D-NeRF "
-            f"{SPLIT_FILES['val']}, and are trained on with --data.train-on-val)"
+            f"{source}: no val frames to evaluate on (they come from a Blender/D-NeRF {SPLIT_FILES['val']})"
+        )
+    if scene.metadata.get("val_in_training"):
+        raise DatasetError(
+            f"{source}: the val frames were trained on (--data.train-on-val), so they are not held out to score"
         )
     return SceneData(
         cameras=cameras,

@@ -111,8 +111,11 @@ def test_the_val_frames_become_a_scene_of_test_views(blender: Path, tmp_path: Pa
     assert val.background == (1.0, 1.0, 1.0) and "val_cameras" not in val.metadata
     root = _copy(blender, tmp_path)
     (root / "transforms_val.json").unlink()
-    with pytest.raises(DatasetError, match=r"scene: no held-out val frames to evaluate on"):
+    with pytest.raises(DatasetError, match=r"scene: no val frames to evaluate on"):
         val_scene(read_blender(DataConfig(path=root), root))
+    trained_on = read_blender(DataConfig(path=blender, train_on_val=True), blender)
+    with pytest.raises(DatasetError, match=r"val frames were trained on \(--data.train-on-val\)"):
+        val_scene(trained_on)
 
 
 def test_blender_scene_is_white_without_points_or_depth(blender: Path) -> None:
