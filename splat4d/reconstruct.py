@@ -32,7 +32,7 @@ from splat4d.distributed import SINGLE, Ranks
 from splat4d.errors import UsageError
 from splat4d.evaluate import evaluate
 from splat4d.gaussians import Gaussians4D
-from splat4d.initialization import scene_scale
+from splat4d.initialization import scene_extent
 from splat4d.io.atomic import atomic_write_text
 from splat4d.io.checkpoint import CheckpointError, latest_checkpoint, load_latest_checkpoint
 from splat4d.io.ply import write_ply, write_ply_4d
@@ -301,7 +301,7 @@ def reconstruct(
         if on_built is not None:
             on_built(pipeline, scene)
         trainer = Trainer(
-            pipeline, cfg.strategy.build(), train_data, out, scene_scale(scene.cameras), cfg.trainer, cfg.optim,
+            pipeline, cfg.strategy.build(), train_data, out, scene_extent(scene), cfg.trainer, cfg.optim,
             callbacks=callbacks, console=console, ranks=ranks,
         )  # fmt: skip
         if not resuming:

@@ -27,7 +27,7 @@ from splat4d.hierarchy import MANIFEST_NAME, HierarchicalScene
 from splat4d.hierarchy.segment_store import STATE_NAME, load_state_file
 from splat4d.hierarchy.training import HierarchyTrainConfig, StreamedTrainer
 from splat4d.hierarchy.tree import TimeTree
-from splat4d.initialization import init_gaussians_4d, scene_scale
+from splat4d.initialization import init_gaussians_4d, scene_extent
 from splat4d.render import RenderOutput, RenderSettings
 
 STORE, HIERARCHY = "store", "hierarchy"
@@ -128,7 +128,7 @@ def train(
 
     trainer = StreamedTrainer(
         hcfg, make_loss, SceneViews(scene, working_downscale(scene, cfg.data.downscale, cfg.data.max_size), device), Path(out) / STORE, initial,
-        scene_scale(scene.cameras), cfg.optim, cfg.strategy, device, console,
+        scene_extent(scene), cfg.optim, cfg.strategy, device, console,
     )  # fmt: skip
     console.print(
         f"streamed training: a depth-{hcfg.depth} time tree ({hcfg.tree.num_leaves} leaves), "

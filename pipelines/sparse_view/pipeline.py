@@ -30,7 +30,7 @@ from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData
 from splat4d.data.dataset import Batch, ImageDataset
 from splat4d.gaussians import Gaussians
-from splat4d.initialization import init_gaussians, scene_scale
+from splat4d.initialization import init_gaussians, scene_extent
 from splat4d.losses import l1, photometric
 from splat4d.metrics import psnr
 from splat4d.pipeline import StepResult
@@ -133,4 +133,4 @@ def build(cfg: SparseViewConfig, scene: SceneData, device: torch.device) -> Spar
     if cfg.co_reg.enabled:
         partner_init = dataclasses.replace(cfg.init, seed=cfg.co_reg.partner_seed)
         gaussians = fields.with_partner(gaussians, init_gaussians(scene, partner_init))
-    return SparseViewPipeline(cfg, gaussians.to(device), tuple(background), scene_scale(scene.cameras))
+    return SparseViewPipeline(cfg, gaussians.to(device), tuple(background), scene_extent(scene))

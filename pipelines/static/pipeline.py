@@ -13,7 +13,7 @@ from splat4d.cameras import Cameras
 from splat4d.data.base import SceneData
 from splat4d.data.dataset import Batch, ImageDataset
 from splat4d.gaussians import Gaussians
-from splat4d.initialization import init_gaussians, scene_scale
+from splat4d.initialization import init_gaussians, scene_extent
 from splat4d.losses import depth_to_normals, edge_aware_weight, flatten, normal_consistency, photometric
 from splat4d.metrics import psnr
 from splat4d.pipeline import StepResult
@@ -105,4 +105,4 @@ class StaticPipeline(SplatPipeline):
 def build(cfg: StaticConfig, scene: SceneData, device: torch.device) -> StaticPipeline:
     background = cfg.background or scene.background or (0.0, 0.0, 0.0)
     gaussians = init_gaussians(scene, cfg.init).to(device)
-    return StaticPipeline(cfg, gaussians, tuple(background), scene_scale(scene.cameras))
+    return StaticPipeline(cfg, gaussians, tuple(background), scene_extent(scene))

@@ -1,6 +1,7 @@
 """The LLFF reader: poses_bounds.npy beside images/ and images_<k>/, the folder chosen by --data.downscale, LLFF's
 axes converted to OpenCV, the sparse-view protocol's split and evenly spaced training views."""
 
+import dataclasses
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -136,3 +137,13 @@ def test_random_points_of_a_forward_facing_scene_lie_in_the_cameras_depth_range(
     z = (T_cam_world[:3, :3] @ means.T).T[:, 2] + T_cam_world[2, 3]
     assert z.min() > 1.0 and z.max() < 6.5  # bounds 1.5..6 from every camera of a shallow arc
     assert z.median() < 3.5  # uniform in disparity: most points nearer than the middle depth
+
+
+def test_a_forward_facing_scene_is_measured_by_its_depth_not_its_rig(tmp_path):
+    from splat4d.initialization import scene_extent, scene_scale
+
+    scene = load_scene(DataConfig(path=write_llff(tmp_path / "scene")), tmp_path / "work")
+    assert scene_scale(scene.cameras) < 0.5  # the rig: cameras within 0.3 of their mean
+    assert scene_extent(scene) == pytest.approx(1.5)  # the nearest bound: the scene starts 1.5 away
+    without_bounds = dataclasses.replace(scene, metadata={})
+    assert scene_extent(without_bounds) == scene_scale(scene.cameras)  # other captures: the rig, as before
