@@ -38,12 +38,15 @@ steps, what the presets ship for a CPU) or `default` (the sparse preset's 10k st
 the static `default` preset scaled to the same steps). Figures: llff_<scene>_k3_psnr / _ssim / _seconds (the
 sparse pipeline at the default schedule), llff_k3_psnr_mean (their mean; the papers' means are over all 8 LLFF
 scenes, ours over 2), llff_<scene>_k3_vanilla_psnr / _ssim / _seconds, and the same with `_fast` before the metric
-name for the fast schedule. A schedule that was not run is listed under "missing".
+name for the fast schedule. A run replaces the rows of the cases it ran in the results file and keeps the others
+(each row names the command that measured it), so the schedules and methods can be run apart; a figure no run has
+measured is listed under "missing".
 """
 
 import argparse
 import contextlib
 import dataclasses
+import json
 import multiprocessing
 import sys
 import tempfile
@@ -52,7 +55,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from common import write_results
+from common import RESULTS, device_name, write_results
 from rich.console import Console
 
 from pipelines import PIPELINES
@@ -217,11 +220,33 @@ def llff_figures_of(rows: list[dict], schedules: list[str]) -> tuple[dict, dict]
             figures[f"{prefix}_seconds"] = row["train_seconds"]
             if row["method"] == "sparse" and row["k"] == 3:
                 sparse_psnrs.append(row["test_psnr"])
+        for scene in SUITES["llff"]:
+            for method in ("", "_vanilla"):
+                if f"{scene}_k3{method}{tag}_psnr" not in figures:
+                    why = f"not run at the {schedule} schedule (--methods, --cases)"
+                    missing[f"{scene}_k3{method}{tag}_psnr"] = why
         if len(sparse_psnrs) == len(scenes) and scenes:
             figures[f"llff_k3{tag}_psnr_mean"] = round(sum(sparse_psnrs) / len(sparse_psnrs), 3)
         else:
             missing[f"llff_k3{tag}_psnr_mean"] = "the sparse pipeline did not run on every LLFF scene"
     return figures, missing
+
+
+def merged_llff_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """`rows` (each carrying the command that measured it) after the measurements of `path`, an earlier LLFF
+    results file, that they do not replace: a case (scene, k, method, schedule) run again replaces its old row,
+    the others are kept with their own command, so the fast and the default schedule can be run separately."""
+    if not path.is_file():
+        return rows
+    old = json.loads(path.read_text())
+    case = ("scene", "k", "method", "preset")
+    new = {tuple(row[key] for key in case) for row in rows if "method" in row}
+    kept = [
+        {**row, "command": row.get("command", old.get("command"))}
+        for row in old.get("rows", [])
+        if "method" in row and tuple(row[key] for key in case) not in new
+    ]
+    return kept + rows
 
 
 def main() -> None:
@@ -304,7 +329,12 @@ def main() -> None:
             ) as pool:
                 for result in pool.map(run_case, *zip(*tasks, strict=True)):
                     rows += result
+    command = "python " + " ".join(sys.argv)
     if args.suite == "llff":
+        rows = [{**row, "command": command} for row in rows]
+        if not args.no_write:
+            rows = merged_llff_rows(RESULTS / f"sparse_llff-{device_name(device)}.json", rows)
+        schedules = sorted({row["preset"] for row in rows if "method" in row} | set(schedules))
         figures, missing = llff_figures_of(rows, schedules)
         cases = []  # the gain target below is the synthetic suite's
     else:
@@ -314,9 +344,7 @@ def main() -> None:
         if k == 3 and gain is not None and gain < TARGET_GAIN_DB:
             note = f"{scene} k=3 gain {gain:.2f} dB is below the target {TARGET_GAIN_DB} dB; the figure is as measured"
             rows.append({"scene": scene, "k": k, "note": note})
-    rows.append(
-        {"bench_seconds": round(time.perf_counter() - t0, 1), "command": "python " + " ".join(sys.argv)}
-    )
+    rows.append({"bench_seconds": round(time.perf_counter() - t0, 1), "command": command})
     print(figures)
     if not args.no_write:
         name = "sparse" if args.suite == "synthetic" else f"sparse_{args.suite}"
