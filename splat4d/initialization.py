@@ -44,7 +44,8 @@ def scene_scale(cameras: Cameras) -> float:
 def scene_extent(scene: SceneData) -> float:
     """The scene's length unit for density control and the regularisers (clone or split, prune by size, the sparse
     pipeline's unpooling and co-pruning distances): `scene_scale` of its cameras, or for a forward-facing capture
-    with depth bounds (LLFF's per-image near and far, `metadata["near"]`) at least the nearest bound. Such a rig
+    with depth bounds (LLFF's per-image near and far, `metadata["near"]`) at least the nearest bound of all its
+    images (as LLFF loaders rescale scenes by the least near bound of all images, held-out ones included). Such a rig
     spans a few units while what it films starts tens of units away (fern: cameras 5.7 units round their mean, the
     scene 17 to 80 units deep), so distances relative to the rig alone are a fraction of the scene's detail: the
     sparse pipeline's unpooling, whose gap threshold is relative to this unit, added its cap of Gaussians at every
