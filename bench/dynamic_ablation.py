@@ -32,13 +32,15 @@ BASES: dict[str, tuple[str, ...]] = {
     ),
     "sparsity_floor": ("strategy.split_in_time=True", "rigidity_weight=0"),
     "space_only_growth": ("rigidity_weight=0",),
+    "rigidity": (),
 }
 """What every lever is measured against (`--base`), as `--set` assignments on today's fast preset:
 original: the preset before this ablation made motion sparsity, the lifespan floor and growth in space only
 defaults (figures `ablation_<scene>_<lever>_psnr`); sparsity_floor: the preset with motion sparsity and the
 lifespan floor on, growth in space and time (figures `ablation_sparsity_floor_<scene>_<lever>_psnr`);
 space_only_growth: the preset with sparsity, the floor and growth in space only, before local rigidity became the
-monocular default (`ablation_space_only_growth_...`). Each base turns local rigidity off, as it was then."""
+monocular default (`ablation_space_only_growth_...`); each of these turns local rigidity off, as it was then.
+rigidity: the preset as it is, local rigidity on for monocular captures (`ablation_rigidity_...`)."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "baseline": (),
     "no_temporal_opacity": ("temporal_opacity_weight=0",),
@@ -59,6 +61,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "baseline_seed1": ("trainer.seed=1",),
     "motion_sparsity_seed1": ("motion_sparsity_weight=0.01", "trainer.seed=1"),
     "rigidity_x10_seed1": ("rigidity_weight=0.1", "trainer.seed=1"),
+    "lifespan_floor_0p15": ("lifespan_floor=0.15",),
+    "lifespan_floor_0p3": ("lifespan_floor=0.3",),
 }
 """Lever name → the `--set` assignments that switch it, each applied after the base's; the `_seed1` rows
 repeat a lever with another seed of the view order and densification draws, to show the run-to-run noise."""
