@@ -202,15 +202,9 @@ def llff_figures_of(rows: list[dict], schedules: list[str]) -> tuple[dict, dict]
     scenes = sorted({row["scene"] for row in rows if "method" in row})
     for schedule in ("default", "fast"):
         tag = "" if schedule == "default" else "_fast"
-        if schedule not in schedules:
-            why = f"the {schedule} schedule was not run (--schedule)"
-            for scene in SUITES["llff"]:
-                for method in ("", "_vanilla"):
-                    missing[f"{scene}_k3{method}{tag}_psnr"] = why
-            missing[f"llff_k3{tag}_psnr_mean"] = why
-            continue
+        ran = schedule in schedules
         sparse_psnrs = []
-        for row in rows:
+        for row in rows if ran else []:
             if row.get("preset") != schedule:
                 continue
             method = "" if row["method"] == "sparse" else f"_{row['method']}"
@@ -220,15 +214,21 @@ def llff_figures_of(rows: list[dict], schedules: list[str]) -> tuple[dict, dict]
             figures[f"{prefix}_seconds"] = row["train_seconds"]
             if row["method"] == "sparse" and row["k"] == 3:
                 sparse_psnrs.append(row["test_psnr"])
+        why = (
+            f"not run at the {schedule} schedule (--methods, --cases)"
+            if ran
+            else f"the {schedule} schedule was not run (--schedule)"
+        )
         for scene in SUITES["llff"]:
             for method in ("", "_vanilla"):
                 if f"{scene}_k3{method}{tag}_psnr" not in figures:
-                    why = f"not run at the {schedule} schedule (--methods, --cases)"
                     missing[f"{scene}_k3{method}{tag}_psnr"] = why
-        if len(sparse_psnrs) == len(scenes) and scenes:
+        if ran and len(sparse_psnrs) == len(scenes) and scenes:
             figures[f"llff_k3{tag}_psnr_mean"] = round(sum(sparse_psnrs) / len(sparse_psnrs), 3)
         else:
-            missing[f"llff_k3{tag}_psnr_mean"] = "the sparse pipeline did not run on every LLFF scene"
+            missing[f"llff_k3{tag}_psnr_mean"] = (
+                "the sparse pipeline did not run on every LLFF scene" if ran else why
+            )
     return figures, missing
 
 
