@@ -7,6 +7,8 @@
 // the run alone) branches per pixel and per Gaussian and runs scalar: it was about 2x slower forward and backward
 // (bench/rasterizer_stages.py, one thread). The loops vectorise only with -fno-trapping-math and with selects
 // written as arithmetic (`pick`); _backend.py adds -mavx2 -mfma where the CPU has them.
+// A Gaussian's passes visit only its footprint in the tile (`Footprint`: per row, the chunks the chord of its
+// ellipse reaches) and, of those, the chunks where some pixel can still take it (`for_each_chunk`'s `live`).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -113,16 +115,22 @@ struct AlphaSlope {
   T alpha, dalpha_dvis;
 };
 
-template <typename T>
-inline AlphaSlope<T> alpha_branchless(T vis, bool smooth_cutoff) {
-  T t = (vis - T(ALPHA_MIN)) / T(ALPHA_MIN);
-  t = t < T(0) ? T(0) : t;
-  t = t > T(1) ? T(1) : t;
-  // smooth: vis * s(t), s(t) = 3t^2 - 2t^3; hard: vis, or 0 below ALPHA_MIN
-  const T s = pick(smooth_cutoff, t * t * (T(3) - T(2) * t), pick(vis >= T(ALPHA_MIN), T(1), T(0)));
-  const T ds_dt = pick(smooth_cutoff & (t > T(0)) & (t < T(1)), T(6) * t * (T(1) - t), T(0));
+// The cutoff mode is a template parameter so that the hard cutoff, what training renders with, computes only
+// its own branch.
+template <bool SMOOTH, typename T>
+inline AlphaSlope<T> alpha_branchless(T vis) {
   const bool clamped = vis >= T(ALPHA_MAX);
-  return {pick(clamped, T(ALPHA_MAX), vis * s), pick(clamped, T(0), s + vis * ds_dt / T(ALPHA_MIN))};
+  if constexpr (SMOOTH) {  // vis * s(t), s(t) = 3t^2 - 2t^3
+    T t = (vis - T(ALPHA_MIN)) / T(ALPHA_MIN);
+    t = t < T(0) ? T(0) : t;
+    t = t > T(1) ? T(1) : t;
+    const T s = t * t * (T(3) - T(2) * t);
+    const T ds_dt = pick((t > T(0)) & (t < T(1)), T(6) * t * (T(1) - t), T(0));
+    return {pick(clamped, T(ALPHA_MAX), vis * s), pick(clamped, T(0), s + vis * ds_dt / T(ALPHA_MIN))};
+  } else {  // vis, or 0 below ALPHA_MIN
+    const T s = pick(vis >= T(ALPHA_MIN), T(1), T(0));
+    return {pick(clamped, T(ALPHA_MAX), vis * s), pick(clamped, T(0), s)};
+  }
 }
 
 // Pixels per SIMD chunk: the per-Gaussian loops visit a row's pixels in whole chunks of 8 (one AVX register of
@@ -180,13 +188,84 @@ inline void widen_to_chunks(int64_t* c0, int64_t* c1) {
   *c1 = (*c1 + CHUNK - 1) / CHUNK * CHUNK;
 }
 
-// Calls body(r, cb0, row) for each chunk of CHUNK pixels in rows [r0, r1) and columns [c0, c1) (whole chunks) of a
-// tile whose rows lie `rs` apart: r is the chunk's row, cb0 its first column, row = r * rs + cb0 its first pixel.
-// The bodies hold the `omp simd` loops over the chunk's lanes; the call is inlined, so they vectorise as written.
-template <typename F>
-inline void for_each_chunk(int64_t r0, int64_t r1, int64_t c0, int64_t c1, int64_t rs, F&& body) {
-  for (int64_t r = r0; r < r1; ++r)
-    for (int64_t cb0 = c0; cb0 < c1; cb0 += CHUNK) body(r, cb0, r * rs + cb0);
+// The chunks of a tile that a Gaussian's passes visit: rows [r0, r1), and in row r the columns [c0[r], c1[r]) (whole
+// chunks; empty where the row misses the Gaussian). Every pass over one Gaussian's pixels visits exactly these, so
+// the per-pixel state one pass leaves (the weights) is what the next one reads.
+struct Footprint {
+  int64_t r0 = 0, r1 = 0;
+  int64_t c0[TILE_SIZE] = {}, c1[TILE_SIZE] = {};
+};
+
+// Gaussian g's footprint in tile b: the rows of its box (`pixel_range`), each cut to the chord of the ellipse
+// sigma <= sigma_cutoff at the row's pixel centres, plus a pixel either side. An elongated Gaussian crossing the
+// tile at a slant fills a small part of its box; its rows then skip the chunks the chord does not reach.
+template <typename T>
+Footprint footprint(const TileGaussian<T>& g, const TileBox& b) {
+  Footprint f;
+  int64_t c0, c1;
+  pixel_range(g, b, &f.r0, &f.r1, &c0, &c1);
+  widen_to_chunks(&c0, &c1);
+  // a definite conic at a finite mean (else pixel_range gave the whole tile, and every row takes it whole)
+  const bool ellipse = g.extent[0] >= T(0) && std::isfinite(g.mean2d[0]) && std::isfinite(g.mean2d[1]);
+  // The chord only where the row's box spans more than one chunk (one chunk cannot get narrower): small Gaussians
+  // pay a multiply-add per row, to drop the rows of the box's margin that miss the ellipse.
+  const bool chords = ellipse && c1 - c0 > CHUNK;
+  // sigma = 1/2 a dx^2 + b dx dy + 1/2 c dy^2 <= s at a fixed dy: dx in [(-b dy - q) / a, (-b dy + q) / a] with
+  // q = sqrt(2 a s - det dy^2); dx = mean_x - pixel centre, so the columns lie within cx + (b dy -+ q) / a.
+  const T a = g.conic[0], det = g.conic[0] * g.conic[2] - g.conic[1] * g.conic[1];
+  const T inv_a = chords ? T(1) / a : T(0), slope = g.conic[1] * inv_a;
+  const T s2a = T(2) * a * std::max(g.sigma_cutoff, T(0));
+  const T cx = g.mean2d[0] - T(b.x0) - T(0.5);
+  // a bound clamped to [-1, tw] before the cast, which a huge or non-finite one would make undefined
+  const auto clamp = [&](T x) { return static_cast<int64_t>(std::min(T(b.tw), std::max(T(-1), x))); };
+  for (int64_t r = f.r0; r < f.r1; ++r) {
+    f.c0[r] = c0, f.c1[r] = c1;
+    if (!ellipse) continue;
+    const T dy = g.mean2d[1] - (T(b.y0 + r) + T(0.5));
+    const T disc = s2a - det * dy * dy;
+    if (disc < T(0)) {  // the row passes above or below the ellipse
+      f.c0[r] = f.c1[r] = 0;
+      continue;
+    }
+    if (!chords) continue;
+    const T centre = cx + slope * dy, half = std::sqrt(disc) * inv_a + T(1);
+    int64_t lo = clamp(std::ceil(centre - half)), hi = clamp(std::floor(centre + half)) + 1;
+    if (hi <= lo) {
+      f.c0[r] = f.c1[r] = 0;
+      continue;
+    }
+    widen_to_chunks(&lo, &hi);
+    f.c0[r] = std::max(lo, c0), f.c1[r] = std::min(hi, c1);
+  }
+  return f;
+}
+
+// Calls body(r, cb0, row) for each chunk of CHUNK pixels of footprint `f` in a tile whose rows lie `rs` apart and
+// where live(row) holds: r is the chunk's row, cb0 its first column, row = r * rs + cb0 its first pixel. The bodies
+// hold the `omp simd` loops over the chunk's lanes; the call is inlined, so they vectorise as written. `live` skips
+// the chunks whose pixels the Gaussian cannot change (all saturated in front of it, or all finished behind it), so
+// that opaque surfaces cost what their visible Gaussians cost, as the warp-wide exits of the CUDA kernel make them.
+template <typename P, typename F>
+inline void for_each_chunk(const Footprint& f, int64_t rs, P&& live, F&& body) {
+  for (int64_t r = f.r0; r < f.r1; ++r)
+    for (int64_t cb0 = f.c0[r]; cb0 < f.c1[r]; cb0 += CHUNK) {
+      const int64_t row = r * rs + cb0;
+      if (live(row)) body(r, cb0, row);
+    }
+}
+
+// Whether any of the CHUNK flags from `flags` is set.
+inline bool any_set(const int32_t* flags) {
+  int32_t m = 0;
+  for (int64_t j = 0; j < CHUNK; ++j) m |= flags[j];
+  return m != 0;
+}
+
+// Whether any of the CHUNK pixels from `last` has its last contributor behind Gaussian k (so k blends into it).
+inline bool any_after(const int32_t* last, int32_t k) {
+  int32_t m = 0;
+  for (int64_t j = 0; j < CHUNK; ++j) m |= static_cast<int32_t>(last[j] > k);
+  return m != 0;
 }
 
 // The Gaussian's exponent at offset (dx, dy) = mean2d - pixel centre: 1/2 d^T Q d with conic Q = [[a, b], [b, c]].
@@ -195,18 +274,14 @@ inline T conic_sigma(T a, T b, T c, T dx, T dy) {
   return T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
 }
 
-}  // namespace
-
-template <typename T>
-void rasterize_fwd_cpu(const T* means2d, const T* conics, const T* colors, const T* opacities, const T* backgrounds,
-                       const int32_t* tile_offsets, const int32_t* flatten_ids, int64_t C, int64_t N, int64_t D,
-                       int64_t M, const RasterDims& d, T* render_colors, T* render_alphas, int32_t* last_ids,
-                       int32_t* median_ids) {
-  (void)N;
+template <bool SMOOTH, typename T>
+void rasterize_fwd_tiles(const T* means2d, const T* conics, const T* colors, const T* opacities,
+                         const T* backgrounds, const int32_t* tile_offsets, const int32_t* flatten_ids, int64_t C,
+                         int64_t D, int64_t M, const RasterDims& d, T* render_colors, T* render_alphas,
+                         int32_t* last_ids, int32_t* median_ids) {
   const int64_t n_tiles = static_cast<int64_t>(d.tiles_w) * d.tiles_h;
   const int64_t W = d.width, HW = static_cast<int64_t>(d.width) * d.height, ts = d.tile_size;
   const int64_t rs = row_stride(ts), n_pix = rs * ts;
-  const bool smooth = d.smooth_cutoff;
 #pragma omp parallel if (C * n_tiles > 1)
   {
     std::vector<TileGaussian<T>> run;
@@ -242,19 +317,20 @@ void rasterize_fwd_cpu(const T* means2d, const T* conics, const T* colors, const
           if (n_alive == 0) break;
         }
         const TileGaussian<T>& gs = run[k];
-        int64_t r0, r1, c0, c1;
-        pixel_range(gs, box, &r0, &r1, &c0, &c1);
-        widen_to_chunks(&c0, &c1);
+        const Footprint fp = footprint(gs, box);
         const T mx = gs.mean2d[0], my = gs.mean2d[1], ca = gs.conic[0], cb = gs.conic[1], cc = gs.conic[2];
         const T op = gs.opacity, cutoff = gs.sigma_cutoff;
         const int32_t id = gs.id, next_last = static_cast<int32_t>(k + 1);
-        for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t r, int64_t cb0, int64_t row) {
+        // a chunk whose pixels have all saturated is skipped by both passes: the colour pass, which reads the
+        // weights, skips what the first pass skipped, and a chunk that saturated in the first pass has weights 0
+        const auto alive_chunk = [&](int64_t row) { return any_set(alive + row); };
+        for_each_chunk(fp, rs, alive_chunk, [&](int64_t r, int64_t cb0, int64_t row) {
           const T dy = my - (T(box.y0 + r) + T(0.5));
 #pragma omp simd
           for (int64_t j = 0; j < CHUNK; ++j) {
             const int64_t i = row + j;
             const T sigma = conic_sigma(ca, cb, cc, mx - qx[cb0 + j], dy);
-            const T alpha = alpha_branchless(op * simd_exp(-sigma), smooth).alpha;
+            const T alpha = alpha_branchless<SMOOTH>(op * simd_exp(-sigma)).alpha;
             // `&` rather than `&&` throughout the SIMD loops: no short-circuit branches
             const bool ok = (alive[i] != 0) & (sigma >= T(0)) & (sigma <= cutoff) & (alpha > T(0));
             const T t = trans[i];
@@ -274,7 +350,7 @@ void rasterize_fwd_cpu(const T* means2d, const T* conics, const T* colors, const
         for (int64_t ch = 0; ch < D; ++ch) {
           const T col_value = color[ch];
           T* __restrict out = pix + ch * n_pix;
-          for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t, int64_t, int64_t row) {
+          for_each_chunk(fp, rs, alive_chunk, [&](int64_t, int64_t, int64_t row) {
 #pragma omp simd
             for (int64_t j = 0; j < CHUNK; ++j) out[row + j] += w[row + j] * col_value;
           });
@@ -296,17 +372,15 @@ void rasterize_fwd_cpu(const T* means2d, const T* conics, const T* colors, const
   }
 }
 
-template <typename T>
-void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const T* opacities, const T* backgrounds,
-                       const int32_t* tile_offsets, const int32_t* flatten_ids, int64_t C, int64_t N, int64_t D,
-                       int64_t M, const RasterDims& d, const T* render_alphas, const int32_t* last_ids,
-                       const T* v_render_colors, const T* v_render_alphas, T* v_means2d, T* v_means2d_abs,
-                       T* v_conics, T* v_colors, T* v_opacities, T* v_backgrounds) {
-  (void)N;
+template <bool SMOOTH, typename T>
+void rasterize_bwd_tiles(const T* means2d, const T* conics, const T* colors, const T* opacities,
+                         const T* backgrounds, const int32_t* tile_offsets, const int32_t* flatten_ids, int64_t C,
+                         int64_t D, int64_t M, const RasterDims& d, const T* render_alphas, const int32_t* last_ids,
+                         const T* v_render_colors, const T* v_render_alphas, T* v_means2d, T* v_means2d_abs,
+                         T* v_conics, T* v_colors, T* v_opacities, T* v_backgrounds) {
   const int64_t n_tiles = static_cast<int64_t>(d.tiles_w) * d.tiles_h;
   const int64_t W = d.width, HW = static_cast<int64_t>(d.width) * d.height, ts = d.tile_size;
   const int64_t rs = row_stride(ts), n_pix = rs * ts;
-  const bool smooth = d.smooth_cutoff;
 #pragma omp parallel if (C * n_tiles > 1)
   {
     std::vector<TileGaussian<T>> run;
@@ -357,14 +431,16 @@ void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const
 
       for (int64_t k = max_last - 1; k >= 0; --k) {
         const TileGaussian<T>& gs = run[k];
-        int64_t r0, r1, c0, c1;
-        pixel_range(gs, box, &r0, &r1, &c0, &c1);
-        if (r1 <= r0) continue;
-        widen_to_chunks(&c0, &c1);
+        const Footprint fp = footprint(gs, box);
+        if (fp.r1 <= fp.r0) continue;
         const T mx = gs.mean2d[0], my = gs.mean2d[1], ca = gs.conic[0], cb = gs.conic[1], cc = gs.conic[2];
         const T op = gs.opacity, cutoff = gs.sigma_cutoff;
         const T* color = colors + static_cast<int64_t>(gs.id) * D;
-        for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t, int64_t, int64_t row) {
+        const int32_t kk = static_cast<int32_t>(k);
+        // chunks whose pixels all finished compositing in front of Gaussian k take nothing from it: all three
+        // passes skip them (the test does not change between the passes)
+        const auto reached_chunk = [&](int64_t row) { return any_after(last + row, kk); };
+        for_each_chunk(fp, rs, reached_chunk, [&](int64_t, int64_t, int64_t row) {
           T* __restrict cd = cdot + row;
           for (int64_t j = 0; j < CHUNK; ++j) cd[j] = T(0);
           for (int64_t ch = 0; ch < D; ++ch) {
@@ -374,12 +450,11 @@ void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const
             for (int64_t j = 0; j < CHUNK; ++j) cd[j] += col_value * v[j];
           }
         });
-        const int32_t kk = static_cast<int32_t>(k);
         // per-lane partial sums of this Gaussian's gradient, [8, CHUNK]: mean2d x, y, |x|, |y|, conic a, b, c,
         // opacity (summed over lanes after the loop, so the SIMD loop has no reduction)
         T acc[8][CHUNK] = {};
         int32_t hit[CHUNK] = {};
-        for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t r, int64_t cb0, int64_t row) {
+        for_each_chunk(fp, rs, reached_chunk, [&](int64_t r, int64_t cb0, int64_t row) {
           const T dy = my - (T(box.y0 + r) + T(0.5));
 #pragma omp simd
           for (int64_t j = 0; j < CHUNK; ++j) {
@@ -388,7 +463,7 @@ void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const
             const T sigma = conic_sigma(ca, cb, cc, dx, dy);
             const T gauss = simd_exp(-sigma);
             const T vis = op * gauss;
-            const AlphaSlope<T> as = alpha_branchless(vis, smooth);
+            const AlphaSlope<T> as = alpha_branchless<SMOOTH>(vis);
             const T alpha = as.alpha, dalpha_dvis = as.dalpha_dvis;
             const bool ok = (kk < last[i]) & (sigma >= T(0)) & (sigma <= cutoff) & (alpha > T(0));
             const T inv_one_minus_alpha = T(1) / (T(1) - alpha);
@@ -436,7 +511,7 @@ void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const
         for (int64_t ch = 0; ch < D; ++ch) {
           const T* __restrict v = v_pix + ch * n_pix;
           T part[CHUNK] = {};
-          for_each_chunk(r0, r1, c0, c1, rs, [&](int64_t, int64_t, int64_t row) {
+          for_each_chunk(fp, rs, reached_chunk, [&](int64_t, int64_t, int64_t row) {
 #pragma omp simd
             for (int64_t j = 0; j < CHUNK; ++j) part[j] += w[row + j] * v[row + j];
           });
@@ -449,6 +524,32 @@ void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const
         for (int64_t ch = 0; ch < D; ++ch) atomic_add(&v_backgrounds[c * D + ch], v_bg[ch]);
     }
   }
+}
+
+}  // namespace
+
+template <typename T>
+void rasterize_fwd_cpu(const T* means2d, const T* conics, const T* colors, const T* opacities, const T* backgrounds,
+                       const int32_t* tile_offsets, const int32_t* flatten_ids, int64_t C, int64_t N, int64_t D,
+                       int64_t M, const RasterDims& d, T* render_colors, T* render_alphas, int32_t* last_ids,
+                       int32_t* median_ids) {
+  (void)N;
+  const auto run = d.smooth_cutoff ? rasterize_fwd_tiles<true, T> : rasterize_fwd_tiles<false, T>;
+  run(means2d, conics, colors, opacities, backgrounds, tile_offsets, flatten_ids, C, D, M, d, render_colors,
+      render_alphas, last_ids, median_ids);
+}
+
+template <typename T>
+void rasterize_bwd_cpu(const T* means2d, const T* conics, const T* colors, const T* opacities, const T* backgrounds,
+                       const int32_t* tile_offsets, const int32_t* flatten_ids, int64_t C, int64_t N, int64_t D,
+                       int64_t M, const RasterDims& d, const T* render_alphas, const int32_t* last_ids,
+                       const T* v_render_colors, const T* v_render_alphas, T* v_means2d, T* v_means2d_abs,
+                       T* v_conics, T* v_colors, T* v_opacities, T* v_backgrounds) {
+  (void)N;
+  const auto run = d.smooth_cutoff ? rasterize_bwd_tiles<true, T> : rasterize_bwd_tiles<false, T>;
+  run(means2d, conics, colors, opacities, backgrounds, tile_offsets, flatten_ids, C, D, M, d, render_alphas,
+      last_ids, v_render_colors, v_render_alphas, v_means2d, v_means2d_abs, v_conics, v_colors, v_opacities,
+      v_backgrounds);
 }
 
 #define S4D_INSTANTIATE(T)                                                                                          \

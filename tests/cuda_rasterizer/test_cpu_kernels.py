@@ -278,6 +278,65 @@ def test_rasterize_matches_reference(W, H, N, C, D, with_bg, antialiased, smooth
         assert_close(a, b, rtol, atol * b.abs().max().item(), f"v_{name}")
 
 
+def _needles_over_a_wall(dtype: torch.dtype, seed: int = 7) -> tuple[Tensor, ...]:
+    """Projected inputs [1, N, ...] of one 64x48 camera: 40 needles (12 px by 0.7 px at any angle) in front of and
+    behind a wall of 80 nearly opaque discs, so that rows of a tile miss a needle's ellipse and whole chunks of
+    pixels saturate before the Gaussians behind them."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.rand(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    n_needle, n_disc = 40, 80
+    angle = rand(n_needle) * math.pi
+    rot = torch.stack([angle.cos(), -angle.sin(), angle.sin(), angle.cos()], -1).reshape(-1, 2, 2)
+    sd = torch.cat([torch.full((n_needle, 2), 0.7), torch.full((n_disc, 2), 12.0)]).double()
+    sd[:n_needle, 0] = 12.0
+    rot = torch.cat([rot, torch.eye(2, dtype=torch.float64).expand(n_disc, 2, 2)])
+    covar = rot @ torch.diag_embed(sd**2) @ rot.transpose(-1, -2)
+    inv = torch.linalg.inv(covar)
+    conics = torch.stack([inv[:, 0, 0], inv[:, 0, 1], inv[:, 1, 1]], -1)
+    means2d = torch.stack([rand(n_needle + n_disc) * 64, rand(n_needle + n_disc) * 48], -1)
+    opacities = torch.cat([0.3 + 0.6 * rand(n_needle), torch.full((n_disc,), 0.99, dtype=torch.float64)])
+    # the box where alpha can reach 1/255 (sigma <= ln(255 opacity)), as `project` sizes it
+    d2 = 2 * (255 * opacities).log()
+    radii = (d2[:, None] * torch.stack([covar[:, 0, 0], covar[:, 1, 1]], -1)).sqrt().ceil().int()
+    # needles at depths 1..5, the wall at 2..3: some needles in front of it, most behind
+    depths = torch.cat([1 + 4 * rand(n_needle), 2 + rand(n_disc)])
+    colors = rand(n_needle + n_disc, 3)
+    return tuple(x[None].to(dtype) if x.is_floating_point() else x[None] for x in
+                 (means2d, conics, colors, opacities, depths, radii))  # fmt: skip
+
+
+def test_rasterize_matches_reference_for_needles_and_saturated_pixels() -> None:
+    # The CPU kernel visits only the chunks of a tile row that a Gaussian's ellipse reaches, and skips chunks whose
+    # pixels have all saturated (forward) or finished in front of it (backward): what it skips must be exactly
+    # what contributes nothing. In float64, so that no pixel's saturation test flips by rounding between the two
+    # implementations (in float32 one conic gradient here differs by 6% more than GRAD_TOL allows, with or
+    # without the skipping).
+    dtype = torch.float64
+    means2d, conics, colors, opacities, depths, radii = _needles_over_a_wall(dtype)
+    W, H = 64, 48
+    s = settings(W, H)
+    g = torch.Generator().manual_seed(2)
+    v_colors = torch.randn(1, H, W, 3, generator=g, dtype=torch.float64).to(dtype)
+    v_alphas = torch.randn(1, H, W, 1, generator=g, dtype=torch.float64).to(dtype)
+    results = {}
+    for backend in ("cpu", "reference"):
+        inputs = [x.clone().requires_grad_() for x in (means2d, conics, colors, opacities)]
+        out = ops.rasterize(*inputs, depths, radii, s, backend=backend)
+        grads = torch.autograd.grad((out.colors * v_colors).sum() + (out.alphas * v_alphas).sum(), inputs)
+        results[backend] = (out, grads)
+    (out_cpu, g_cpu), (out_ref, g_ref) = results["cpu"], results["reference"]
+    # transmittance under 1e-3 before the Gaussians behind: most such pixels stop at the next one
+    assert (out_ref.alphas > 0.999).float().mean() > 0.2, "the wall should saturate whole chunks of pixels"
+    rtol, atol = TOL[dtype]
+    assert_close(out_cpu.colors, out_ref.colors, rtol, atol, "colors")
+    assert_close(out_cpu.alphas, out_ref.alphas, rtol, atol, "alphas")
+    rtol, atol = GRAD_TOL[dtype]
+    for name, a, b in zip(("means2d", "conics", "colors", "opacities"), g_cpu, g_ref, strict=True):
+        assert_close(a, b, rtol, atol * b.abs().max().item(), f"v_{name}")
+    needles = slice(0, 40)
+    assert (g_ref[3][0, needles] != 0).sum() > 10, "needles in front of the wall should get gradients"
+
+
 def test_rasterize_absgrad_sums_absolute_pixel_gradients() -> None:
     # One Gaussian centred in the image: the per-pixel gradients of its mean cancel in the sum, their absolute
     # values (what densification reads) do not.
